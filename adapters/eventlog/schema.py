@@ -1,0 +1,87 @@
+"""The log's own schema, migrated at start, idempotently.
+
+Migrations are numbered and append-only; each runs once, in its own transaction,
+under an advisory lock so that several processes starting together do not race.
+Every table lives in one PostgreSQL schema (``shiplog`` by default), selected with
+``search_path`` on each connection, so a test can own a schema of its own.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "event log, head, handled records, relay checkpoints",
+        """
+        CREATE TABLE log_head (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            position bigint NOT NULL,
+            hash bytea NOT NULL
+        );
+        INSERT INTO log_head (position, hash) VALUES (0, decode(repeat('00', 32), 'hex'));
+
+        CREATE TABLE events (
+            position bigint PRIMARY KEY,
+            stream_id text NOT NULL,
+            stream_version bigint NOT NULL CHECK (stream_version > 0),
+            event_id text NOT NULL UNIQUE,
+            event_type text NOT NULL,
+            topic text NOT NULL,
+            partition_key text NOT NULL,
+            correlation_id text,
+            publish boolean NOT NULL,
+            recorded_at timestamptz NOT NULL,
+            body json NOT NULL,
+            hash bytea NOT NULL,
+            UNIQUE (stream_id, stream_version)
+        );
+        CREATE INDEX events_type_position ON events (event_type, position);
+        CREATE INDEX events_topic_position ON events (topic, position);
+        CREATE INDEX events_correlation ON events (correlation_id, position);
+        CREATE INDEX events_recorded_at ON events USING brin (recorded_at);
+
+        CREATE TABLE handled (
+            consumer text NOT NULL,
+            event_id text NOT NULL,
+            handled_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (consumer, event_id)
+        );
+
+        CREATE TABLE relay_checkpoint (
+            relay text PRIMARY KEY,
+            position bigint NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now()
+        );
+        """,
+    ),
+]
+
+_LOCK_KEY = 0x5348_4950  # "SHIP"
+
+
+async def migrate(conn: asyncpg.Connection, schema: str) -> list[int]:
+    """Create the schema and apply the migrations it lacks. Returns those applied."""
+    applied: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(
+            f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r[0] for r in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')}
+        for version, name, sql in MIGRATIONS:
+            if version in done:
+                continue
+            await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+            await conn.execute(sql)
+            await conn.execute(
+                f'INSERT INTO "{schema}".schema_migrations (version, name) VALUES ($1, $2)',
+                version,
+                name,
+            )
+            applied.append(version)
+    return applied

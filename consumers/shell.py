@@ -1,0 +1,213 @@
+"""The shell every consumer runs in: FastStream on Kafka, at least once, nothing lost.
+
+For each message, in order:
+
+1. parse and upcast (``REGISTRY.decode``); poison goes to ``shiplog.deadletter``
+   with the reason, the original bytes and headers;
+2. skip it if this consumer's handled record for the event exists (redelivery);
+3. load the event's stream from the log and fold it;
+4. call the consumer's pure ``decide``;
+5. append the new events and the handled record in one transaction (a
+   concurrency conflict reloads and decides again);
+6. only then commit the offset.
+
+Retryable trouble — the database or the broker away — is retried here with
+capped exponential backoff and the offset stays uncommitted; if the process dies
+meanwhile, the message is delivered again. A non-retryable handler error is
+dead-lettered, then committed: a message that can never succeed must not block its
+partition forever.
+
+The FastStream subscriber uses ``AckPolicy.MANUAL``: the Kafka default
+(``ACK_FIRST``) commits before the handler runs, and ``reject()`` commits too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage as InjectedMessage
+from faststream.kafka.message import KafkaMessage
+from opentelemetry import trace
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from adapters.eventlog import EventLog, Handled
+from consumers.contract import Consumer
+from events.deadletter import MessageDeadLettered
+from events.envelope import CloudEvent
+from events.errors import ConcurrencyConflict, InvalidEvent, ShiplogError
+from events.registry import REGISTRY, EventRegistry, new_event
+from events.topics import DEADLETTER, topic_name
+from producers.kafka import headers as event_headers
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("shiplog.consumers")
+
+#: Conflicts are settled by reloading and deciding again; this many in a row
+#: means something is wrong and the message is retried later like any trouble.
+MAX_CONFLICT_RETRIES = 10
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with full jitter."""
+
+    initial: float = 0.1
+    cap: float = 5.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.initial * (2**self.attempt))
+        self.attempt += 1
+        return random.uniform(delay / 2, delay)
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, ShiplogError):
+        return exc.retryable
+    return isinstance(exc, KafkaError | OSError | asyncio.TimeoutError)
+
+
+@dataclass
+class ConsumerShell:
+    consumer: Consumer[Any]
+    log: EventLog
+    broker: KafkaBroker
+    topic_prefix: str = ""
+    registry: EventRegistry = REGISTRY
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    backoff_initial: float = 0.1
+    backoff_cap: float = 5.0
+    policy: dict[str, Any] = field(default_factory=dict)
+    #: counters for /metrics and tests
+    stats: dict[str, int] = field(
+        default_factory=lambda: {"handled": 0, "duplicates": 0, "deadlettered": 0, "retries": 0}
+    )
+
+    def subscribe(self) -> None:
+        """Register this consumer's subscriber on the broker."""
+        topics = [topic_name(t, self.topic_prefix) for t in self.consumer.topics]
+        self.broker.subscriber(
+            *topics,
+            group_id=self.consumer.name,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            title=f"{self.consumer.name}",
+            description=self.consumer.description,
+        )(self.on_message)
+
+    async def on_message(self, msg: InjectedMessage) -> None:
+        record = msg.raw_message
+        carrier = {k: v.decode(errors="replace") for k, v in (record.headers or ())}  # type: ignore[union-attr]
+        ctx = TraceContextTextMapPropagator().extract(carrier)
+        with tracer.start_as_current_span(f"{self.consumer.name} handle", context=ctx):
+            try:
+                await self._process(msg)
+            except asyncio.CancelledError:
+                await msg.nack()
+                raise
+        await self._commit(msg)
+
+    async def _process(self, msg: KafkaMessage) -> None:
+        try:
+            event = self.registry.decode(msg.body)
+        except InvalidEvent as exc:
+            await self._deadletter(msg, exc.reason, str(exc))
+            return
+        backoff = Backoff(self.backoff_initial, self.backoff_cap)
+        while True:
+            try:
+                await self.handle(event)
+                return
+            except Exception as exc:
+                if not _is_retryable(exc):
+                    log.exception("%s: handler failed on %s", self.consumer.name, event.id)
+                    await self._deadletter(msg, "handler_error", f"{type(exc).__name__}: {exc}")
+                    return
+                self.stats["retries"] += 1
+                delay = backoff.next_delay()
+                log.warning(
+                    "%s: %s on %s; retrying in %.2fs", self.consumer.name, exc, event.id, delay
+                )
+                await asyncio.sleep(delay)
+
+    async def handle(self, event: CloudEvent) -> None:
+        """Steps 2-5 for one decoded event. Raises retryable errors to the caller."""
+        handled = Handled(self.consumer.name, event.id)
+        if await self.log.is_handled(handled.consumer, handled.event_id):
+            self.stats["duplicates"] += 1
+            return
+        stream = self.consumer.stream_for(event)
+        for _ in range(MAX_CONFLICT_RETRIES):
+            history = await self.log.read_stream(stream)
+            state = self.consumer.fold([r.event for r in history])
+            version = history[-1].stream_version if history else 0
+            new = self.consumer.run_decide(state, event, self.clock(), **self.policy)
+            try:
+                result = await self.log.append(
+                    stream, new, version, handled=handled, publish=self.consumer.publish
+                )
+            except ConcurrencyConflict:
+                continue
+            self.stats["duplicates" if result.duplicate else "handled"] += 1
+            return
+        raise ConcurrencyConflict(f"{MAX_CONFLICT_RETRIES} conflicts in a row on {stream}")
+
+    async def _deadletter(self, msg: KafkaMessage, reason: str, error: str) -> None:
+        record = msg.raw_message
+        key = record.key.decode(errors="replace") if record.key else None  # type: ignore[union-attr]
+        letter = new_event(
+            MessageDeadLettered(
+                consumer=self.consumer.name,
+                reason=reason,
+                error=error[:4000],
+                topic=record.topic,  # type: ignore[union-attr]
+                partition=record.partition,  # type: ignore[union-attr]
+                offset=record.offset,  # type: ignore[union-attr]
+                key=key,
+                headers={
+                    k: v.decode(errors="replace")
+                    for k, v in (record.headers or ())  # type: ignore[union-attr]
+                },
+                original=base64.b64encode(msg.body).decode(),
+            ),
+            source=f"shiplog/{self.consumer.name}",
+            subject=key or "unknown",
+        )
+        backoff = Backoff(self.backoff_initial, self.backoff_cap)
+        while True:
+            try:
+                await self.broker.publish(
+                    letter.to_bytes(),
+                    topic=topic_name(DEADLETTER, self.topic_prefix),
+                    key=(key or "unknown").encode(),
+                    headers={
+                        k: v.decode()
+                        for k, v in event_headers(letter.id, letter.type, None)
+                    }
+                    | {"x-deadletter-reason": reason, "x-deadletter-consumer": self.consumer.name},
+                )
+                break
+            except Exception as exc:
+                if not _is_retryable(exc):
+                    raise
+                await asyncio.sleep(backoff.next_delay())
+        self.stats["deadlettered"] += 1
+        log.warning("%s: dead-lettered %s@%s: %s", self.consumer.name, record.topic, record.offset, error)  # type: ignore[union-attr]
+
+    async def _commit(self, msg: KafkaMessage) -> None:
+        try:
+            await msg.ack()
+        except KafkaError as exc:
+            # The work is in the log with its handled record: a redelivery after
+            # a failed commit finds it handled and appends nothing.
+            log.warning("%s: offset commit failed (%s); redelivery is harmless", self.consumer.name, exc)

@@ -1,0 +1,1 @@
+"""What puts events on the bus: the outbox relay, the build publisher, Kafka helpers."""

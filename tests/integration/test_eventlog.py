@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -500,3 +501,72 @@ async def test_appends_fail_retryably_while_the_database_is_down_and_work_once_i
         if log is not None:
             await log.close()
         server.stop()
+
+
+# -- regressions for the three eventlog bugs (pass only with the proposed patch) -----------
+
+
+@pytest.mark.parametrize("column", ["topic", "partition_key", "event_id", "event_type"])
+async def test_verify_catches_a_column_changed_apart_from_the_body(
+    eventlog: PostgresEventLog, column: str
+) -> None:
+    await five_events_in_two_streams(eventlog)
+    async with eventlog.pool.acquire() as conn:
+        await conn.execute(
+            f'UPDATE "{eventlog.schema}".events SET {column} = {column} || \'x\' WHERE position = 3'
+        )
+
+    report = await eventlog.verify()
+
+    assert report.first_bad_position == 3, report
+
+
+async def test_an_append_committed_while_verify_walks_is_not_reported_as_tampering(
+    eventlog: PostgresEventLog, postgres_dsn: str
+) -> None:
+    await five_events_in_two_streams(eventlog)
+
+    async def append_elsewhere() -> None:
+        other = await PostgresEventLog.connect(
+            postgres_dsn, schema=eventlog.schema, migrate_schema=False
+        )
+        try:
+            await other.append(new_stream(), builds(1), 0)
+        finally:
+            await other.close()
+
+    def append_after_the_walk(checked: int) -> None:
+        # progress() runs between the walk and the head check; this loop is blocked
+        # in it, so the append runs on a loop of its own.
+        worker = threading.Thread(target=asyncio.run, args=(append_elsewhere(),))
+        worker.start()
+        worker.join()
+
+    report = await eventlog.verify(progress=append_after_the_walk)
+
+    assert report.ok and report.checked == 5, report
+    assert (await eventlog.verify()).checked == 6
+
+
+async def test_a_handled_record_committed_under_an_append_makes_it_a_conflict(
+    eventlog: PostgresEventLog, postgres_dsn: str
+) -> None:
+    stream, handled = new_stream(), Handled("planning", "e1")
+    other = await asyncpg.connect(postgres_dsn)
+    try:
+        async with other.transaction():
+            await other.execute(
+                f'INSERT INTO "{eventlog.schema}".handled (consumer, event_id) VALUES ($1, $2)',
+                handled.consumer,
+                handled.event_id,
+            )
+            racing = asyncio.create_task(eventlog.append(stream, builds(1), 0, handled=handled))
+            await asyncio.sleep(0.2)  # the append checks, then blocks on our uncommitted row
+        with pytest.raises(ConcurrencyConflict):
+            await racing
+    finally:
+        await other.close()
+
+    retry = await eventlog.append(stream, builds(1), 0, handled=handled)
+    assert retry.duplicate
+    assert await eventlog.head() == (0, bytes(32))

@@ -135,9 +135,7 @@ class ConsumerShell:
                     return
                 self.stats["retries"] += 1
                 delay = backoff.next_delay()
-                log.warning(
-                    "%s: %s on %s; retrying in %.2fs", self.consumer.name, exc, event.id, delay
-                )
+                log.warning("%s: %s on %s; retrying in %.2fs", self.consumer.name, exc, event.id, delay)
                 await asyncio.sleep(delay)
 
     async def handle(self, event: CloudEvent) -> None:
@@ -190,10 +188,7 @@ class ConsumerShell:
                     letter.to_bytes(),
                     topic=topic_name(DEADLETTER, self.topic_prefix),
                     key=(key or "unknown").encode(),
-                    headers={
-                        k: v.decode()
-                        for k, v in event_headers(letter.id, letter.type, None)
-                    }
+                    headers={k: v.decode() for k, v in event_headers(letter.id, letter.type, None)}
                     | {"x-deadletter-reason": reason, "x-deadletter-consumer": self.consumer.name},
                 )
                 break

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from events.errors import InvalidEvent
 
 CONTENT_TYPE = "application/cloudevents+json"
-SPEC_VERSION = "1.0"
+SPEC_VERSION: Literal["1.0"] = "1.0"
 
 #: ``shiplog.<noun>.<verb>.v<N>``; nouns and verbs may hold underscores.
 TYPE_PATTERN = re.compile(r"^(?P<name>shiplog(?:\.[a-z][a-z0-9_]*)+)\.v(?P<version>[1-9][0-9]*)$")

@@ -58,8 +58,7 @@ class EventRegistry:
         if version > model.VERSION:
             raise InvalidEvent(
                 "unknown_type",
-                f"event version {version} of {name} is newer than this shiplog knows "
-                f"(v{model.VERSION})",
+                f"event version {version} of {name} is newer than this shiplog knows (v{model.VERSION})",
                 [("type", event_type)],
             )
         return model
@@ -115,7 +114,7 @@ class EventRegistry:
         """JSON Schema of every event type: the envelope with its ``data`` model."""
         envelope_schema = CloudEvent.model_json_schema()
         out: dict[str, dict[str, Any]] = {}
-        for name, model in sorted(self._models.items()):
+        for _, model in sorted(self._models.items()):
             data_schema = model.model_json_schema()
             defs = data_schema.pop("$defs", {})
             schema = {

@@ -32,7 +32,15 @@ TIMERS = Topic("shiplog.timers", "timer.fired: bake times, deploy windows, appro
 DEADLETTER = Topic("shiplog.deadletter", "messages a consumer could not process, with the reason", 1)
 
 ALL_TOPICS: tuple[Topic, ...] = (
-    BUILDS, PLANS, APPROVALS, COMMANDS, EXECUTIONS, VERIFICATIONS, ROLLBACKS, TIMERS, DEADLETTER,
+    BUILDS,
+    PLANS,
+    APPROVALS,
+    COMMANDS,
+    EXECUTIONS,
+    VERIFICATIONS,
+    ROLLBACKS,
+    TIMERS,
+    DEADLETTER,
 )
 
 # Exact type names first (the deployment noun spans several topics), then by noun.
@@ -62,9 +70,7 @@ _BY_NOUN: dict[str, Topic] = {
 }
 
 
-_ROUTABLE = re.compile(
-    r"(?P<name>shiplog\.(?P<noun>[a-z][a-z0-9_]*)\.[a-z][a-z0-9_]*)(?:\.v[1-9][0-9]*)?"
-)
+_ROUTABLE = re.compile(r"(?P<name>shiplog\.(?P<noun>[a-z][a-z0-9_]*)\.[a-z][a-z0-9_]*)(?:\.v[1-9][0-9]*)?")
 
 
 def topic_name(topic: Topic | str, prefix: str = "") -> str:

@@ -56,7 +56,7 @@ def new_producer(bootstrap: str, **kwargs: object) -> AIOKafkaProducer:
         linger_ms=2,
         request_timeout_ms=15_000,
         client_id=f"shiplog-{os.getpid()}",
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 

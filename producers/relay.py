@@ -142,14 +142,15 @@ class OutboxRelay:
         """Block until this relay holds the leader lock (held for the session)."""
         # One lock per log schema, so relays of different logs never wait on each other.
         key = f"shiplog-relay:{self.log.schema}:{self.name}"
-        while not await listener.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+        # Polling is right here: nothing notifies when another session's lock goes.
+        while not await listener.fetchval(  # noqa: ASYNC110
+            "SELECT pg_try_advisory_lock(hashtext($1))", key
+        ):
             await asyncio.sleep(1.0)
 
     async def _checkpoint(self) -> int:
         async with self.log.pool.acquire() as conn:
-            value = await conn.fetchval(
-                "SELECT position FROM relay_checkpoint WHERE relay = $1", self.name
-            )
+            value = await conn.fetchval("SELECT position FROM relay_checkpoint WHERE relay = $1", self.name)
         return int(value or 0)
 
     async def _save_checkpoint(self, position: int) -> None:

@@ -30,8 +30,7 @@ def asyncapi_document(bootstrap: str = "localhost:9092") -> Any:
         broker.publisher(
             topic.name,
             title=f"{topic.name}:publish",
-            description=topic.description
-            + (f" — event types: {', '.join(types)}" if types else ""),
+            description=topic.description + (f" — event types: {', '.join(types)}" if types else ""),
         )
     return AsyncAPI(
         broker,

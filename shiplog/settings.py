@@ -16,7 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from events.errors import InvalidInput
 
 DEFAULT_LOG_SCHEMA = "shiplog"
-DEFAULT_METRICS_PORT = 9464
+#: /metrics of each process; 0 (the default, so processes on one host never clash)
+#: disables it. Compose and Kubernetes set 9464.
+DEFAULT_METRICS_PORT = 0
 RUNTIME_FILE = "dev.json"
 LOCK_FILE = "dev.lock"
 
@@ -45,20 +47,21 @@ class Settings(BaseSettings):
     def runtime_file(self) -> Path:
         return self.home / RUNTIME_FILE
 
-    def with_running_dev(self) -> Settings:
-        """Fill unset servers from a running ``shiplog dev`` under ``home``."""
-        if self.kafka_bootstrap_servers and self.database_url:
+    def with_running_dev(self, *, kafka: bool = True, database: bool = True) -> Settings:
+        """Fill unset servers from a running ``shiplog dev`` under ``home``; the
+        flags say which servers the caller needs."""
+        missing = [
+            name
+            for name, needed, value in (
+                ("KAFKA_BOOTSTRAP_SERVERS", kafka, self.kafka_bootstrap_servers),
+                ("DATABASE_URL", database, self.database_url),
+            )
+            if needed and not value
+        ]
+        if not missing:
             return self
         runtime = read_runtime(self.home)
         if runtime is None:
-            missing = [
-                name
-                for name, value in (
-                    ("KAFKA_BOOTSTRAP_SERVERS", self.kafka_bootstrap_servers),
-                    ("DATABASE_URL", self.database_url),
-                )
-                if not value
-            ]
             raise InvalidInput(
                 f"{' and '.join(missing)} not set and no running `shiplog dev` found under "
                 f"{self.home} (SHIPLOG_HOME): start `shiplog dev`, or set the variables"

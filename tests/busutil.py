@@ -38,6 +38,7 @@ async def consume(
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
+
         async def collect(until: Callable[[], bool]) -> None:
             while not until():
                 batch = await consumer.getmany(timeout_ms=200)
@@ -56,7 +57,10 @@ async def consume(
 
 
 async def produce(
-    bootstrap: str, topic: str, value: bytes, key: bytes | None = b"svc",
+    bootstrap: str,
+    topic: str,
+    value: bytes,
+    key: bytes | None = b"svc",
     headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)

@@ -197,8 +197,7 @@ class PostgresEventLog:
         self, conn: asyncpg.Connection, stream_id: str, handled: Handled
     ) -> AppendResult:
         inserted = await conn.fetchval(
-            "INSERT INTO handled (consumer, event_id) VALUES ($1, $2)"
-            " ON CONFLICT DO NOTHING RETURNING true",
+            "INSERT INTO handled (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
             handled.consumer,
             handled.event_id,
         )
@@ -216,9 +215,7 @@ class PostgresEventLog:
         handled: Handled | None,
         publish: bool,
     ) -> AppendResult:
-        head_position, head_hash = await conn.fetchrow(
-            "SELECT position, hash FROM log_head FOR UPDATE"
-        )
+        head_position, head_hash = await conn.fetchrow("SELECT position, hash FROM log_head FOR UPDATE")
         # A new statement, so a new snapshot: it sees everything committed before
         # we got the lock (READ COMMITTED).
         current, existing, already_handled = await conn.fetchrow(
@@ -257,12 +254,31 @@ class PostgresEventLog:
             body = event.canonical_json()
             topic = topic_for(event.type).name
             previous = chain_hash(
-                previous, position, stream_id, version, event.id, event.type, topic,
-                event.subject, event.correlationid, recorded_at, publish, body,
+                previous,
+                position,
+                stream_id,
+                version,
+                event.id,
+                event.type,
+                topic,
+                event.subject,
+                event.correlationid,
+                recorded_at,
+                publish,
+                body,
             )
             row = (
-                position, version, event.id, event.type, topic,
-                event.subject, event.correlationid, recorded_at, body, previous, publish,
+                position,
+                version,
+                event.id,
+                event.type,
+                topic,
+                event.subject,
+                event.correlationid,
+                recorded_at,
+                body,
+                previous,
+                publish,
             )
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
@@ -331,8 +347,7 @@ class PostgresEventLog:
             conditions.append("publish")
         with unavailable_as_error("read"):
             rows = await self._pool.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(conditions)}"
-                " ORDER BY position LIMIT $2",
+                f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(conditions)} ORDER BY position LIMIT $2",
                 *args,
             )
         return [_raw(r) for r in rows]
@@ -448,12 +463,11 @@ class PostgresEventLog:
         the walk runs are neither seen nor mistaken for tampering."""
         query = f"SELECT {_COLUMNS} FROM events ORDER BY position"
         with unavailable_as_error("verify"):
-            async with self._pool.acquire() as conn, conn.transaction(
-                isolation="repeatable_read", readonly=True
+            async with (
+                self._pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
             ):
-                head_position, head_hash = await conn.fetchrow(
-                    "SELECT position, hash FROM log_head"
-                )
+                head_position, head_hash = await conn.fetchrow("SELECT position, hash FROM log_head")
                 rows = conn.cursor(query, prefetch=10_000)
                 return await self._walk(rows, head_position, head_hash, progress)
 
@@ -472,13 +486,23 @@ class PostgresEventLog:
             row = _raw(record)
             if row.position != expected_position:
                 return VerifyReport(
-                    checked, expected_position,
+                    checked,
+                    expected_position,
                     f"position {expected_position} is missing (next row is {row.position})",
                 )
             digest = chain_hash(
-                previous, row.position, row.stream_id, row.stream_version, row.event_id,
-                row.event_type, row.topic, row.key, row.correlation_id, row.recorded_at,
-                row.publish, row.body,
+                previous,
+                row.position,
+                row.stream_id,
+                row.stream_version,
+                row.event_id,
+                row.event_type,
+                row.topic,
+                row.key,
+                row.correlation_id,
+                row.recorded_at,
+                row.publish,
+                row.body,
             )
             if digest != row.hash:
                 return VerifyReport(
@@ -486,7 +510,8 @@ class PostgresEventLog:
                 )
             if row.stream_version != stream_versions.get(row.stream_id, 0) + 1:
                 return VerifyReport(
-                    checked, row.position,
+                    checked,
+                    row.position,
                     f"stream {row.stream_id} jumps to version {row.stream_version}",
                 )
             stream_versions[row.stream_id] = row.stream_version
@@ -499,9 +524,11 @@ class PostgresEventLog:
             progress(checked)
         if head_position != checked or head_hash != previous:
             return VerifyReport(
-                checked, checked + 1 if head_position > checked else head_position,
+                checked,
+                checked + 1 if head_position > checked else head_position,
                 f"the log ends at position {checked} but its head says {head_position}"
-                if head_position != checked else "the head hash does not match the last row",
+                if head_position != checked
+                else "the head hash does not match the last row",
             )
         return VerifyReport(checked)
 

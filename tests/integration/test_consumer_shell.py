@@ -53,8 +53,7 @@ async def test_a_build_with_unknown_fields_is_recorded_with_them(
 async def test_duplicate_delivery_leaves_one_event_and_one_handled_record(
     eventlog: PostgresEventLog, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    event = CloudEvent(source="ci/test", type="shiplog.build.completed.v1", subject="checkout",
-                       data=BUILD)
+    event = CloudEvent(source="ci/test", type="shiplog.build.completed.v1", subject="checkout", data=BUILD)
     recorder = unique(RECORDER)
     async with running_shell(recorder, eventlog, kafka_bootstrap, topic_prefix) as shell:
         for _ in range(3):
@@ -63,10 +62,14 @@ async def test_duplicate_delivery_leaves_one_event_and_one_handled_record(
     assert shell.stats == {**shell.stats, "handled": 1, "duplicates": 2}
     assert len(await eventlog.read_stream(release_stream(event))) == 1
     async with eventlog.pool.acquire() as conn:
-        assert await conn.fetchval(
-            "SELECT count(*) FROM handled WHERE consumer = $1 AND event_id = $2",
-            recorder.name, event.id,
-        ) == 1
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM handled WHERE consumer = $1 AND event_id = $2",
+                recorder.name,
+                event.id,
+            )
+            == 1
+        )
 
 
 def _envelope(**changes: object) -> bytes:
@@ -82,7 +85,7 @@ def _envelope(**changes: object) -> bytes:
 POISON = [
     pytest.param(b"\x00\x01 not json", "not_json", id="not-json"),
     pytest.param(b"\xff\xfe{}", "not_json", id="not-utf8"),
-    pytest.param(b'[1, 2, 3]', "not_cloudevent", id="json-array"),
+    pytest.param(b"[1, 2, 3]", "not_cloudevent", id="json-array"),
     pytest.param(b'{"hello": "world"}', "not_cloudevent", id="not-a-cloudevent"),
     pytest.param(_envelope(type="shiplog.build.exploded.v1"), "unknown_type", id="unknown-type"),
     pytest.param(_envelope(type="shiplog.build.completed.v9"), "unknown_type", id="unknown-version"),
@@ -98,8 +101,7 @@ async def test_poison_input_is_dead_lettered_with_reason_bytes_and_headers(
     recorder = unique(RECORDER)
     builds = topic_name(BUILDS, topic_prefix)
     async with running_shell(recorder, eventlog, kafka_bootstrap, topic_prefix) as shell:
-        await produce(kafka_bootstrap, builds, payload, key=b"checkout",
-                      headers=[("x-ci", b"run-42")])
+        await produce(kafka_bootstrap, builds, payload, key=b"checkout", headers=[("x-ci", b"run-42")])
         [letter] = await consume(kafka_bootstrap, topic_name(DEADLETTER, topic_prefix), 1)
         # The offset was committed: a good event behind the poison is processed next.
         good = await publish_build(kafka_bootstrap, BUILD, topic_prefix=topic_prefix)
@@ -170,16 +172,16 @@ async def test_database_stopped_mid_stream_commits_nothing_and_resumes(
 
             pg.stop()
             later = [
-                await publish_build(kafka_bootstrap, {**BUILD, "version": f"1.5.{i}"},
-                                    topic_prefix=topic_prefix)
+                await publish_build(
+                    kafka_bootstrap, {**BUILD, "version": f"1.5.{i}"}, topic_prefix=topic_prefix
+                )
                 for i in range(3)
             ]
             await eventually(lambda: shell.stats["retries"] >= 3, what="retries while db is down")
             assert await _committed(kafka_bootstrap, recorder.name, builds) == committed_before
 
             pg = EmbeddedPostgres.start(tmp_path / "pg")
-            await eventually(lambda: shell.stats["handled"] == 4, timeout=30,
-                             what="processing to resume")
+            await eventually(lambda: shell.stats["handled"] == 4, timeout=30, what="processing to resume")
         assert await _committed(kafka_bootstrap, recorder.name, builds) == 4
         for event in [first, *later]:
             assert await log.is_handled(recorder.name, event.id)

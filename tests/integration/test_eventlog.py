@@ -91,9 +91,7 @@ async def test_concurrent_appends_at_one_expected_version_let_exactly_one_win(
     contenders = [build_event(version=f"2.0.{i}") for i in range(20)]
 
     outcomes = await asyncio.wait_for(
-        asyncio.gather(
-            *(eventlog.append(stream, [e], seeded) for e in contenders), return_exceptions=True
-        ),
+        asyncio.gather(*(eventlog.append(stream, [e], seeded) for e in contenders), return_exceptions=True),
         DEADLINE_S,
     )
 
@@ -364,10 +362,7 @@ async def test_three_processes_connecting_to_a_new_schema_at_once_all_succeed(
         logs = list(
             await asyncio.wait_for(
                 asyncio.gather(
-                    *(
-                        PostgresEventLog.connect(postgres_dsn, schema=log_schema, max_size=2)
-                        for _ in range(3)
-                    )
+                    *(PostgresEventLog.connect(postgres_dsn, schema=log_schema, max_size=2) for _ in range(3))
                 ),
                 DEADLINE_S,
             )
@@ -397,9 +392,7 @@ async def test_reads_return_events_in_order_and_filter_by_stream_type_and_time(
 ) -> None:
     t0 = datetime(2030, 1, 1, 12, tzinfo=UTC)
     now = [t0]
-    log = PostgresEventLog(
-        eventlog.pool, postgres_dsn, schema=eventlog.schema, clock=lambda: now[0]
-    )
+    log = PostgresEventLog(eventlog.pool, postgres_dsn, schema=eventlog.schema, clock=lambda: now[0])
     a, dlq, b = new_stream(), new_stream(), new_stream()
     a_events, b_events, dead = builds(3), builds(2), dead_lettered_event()
     await log.append(a, a_events, 0)  # positions 1-3, at t0
@@ -455,9 +448,11 @@ async def test_unhandled_lists_what_a_consumer_has_not_handled_on_its_topics(
     assert positions(await eventlog.unhandled("planning", ["shiplog.builds"])) == [1, 3]
     assert positions(await eventlog.unhandled("notification", ["shiplog.builds"])) == [1, 2, 3]
     assert positions(await eventlog.unhandled("planning", ["shiplog.deadletter"])) == [4]
-    assert positions(
-        await eventlog.unhandled("planning", ["shiplog.builds", "shiplog.deadletter"])
-    ) == [1, 3, 4]
+    assert positions(await eventlog.unhandled("planning", ["shiplog.builds", "shiplog.deadletter"])) == [
+        1,
+        3,
+        4,
+    ]
     assert await eventlog.unhandled("planning", ["shiplog.plans"]) == []
 
 
@@ -513,7 +508,7 @@ async def test_verify_catches_a_column_changed_apart_from_the_body(
     await five_events_in_two_streams(eventlog)
     async with eventlog.pool.acquire() as conn:
         await conn.execute(
-            f'UPDATE "{eventlog.schema}".events SET {column} = {column} || \'x\' WHERE position = 3'
+            f"UPDATE \"{eventlog.schema}\".events SET {column} = {column} || 'x' WHERE position = 3"
         )
 
     report = await eventlog.verify()
@@ -527,9 +522,7 @@ async def test_an_append_committed_while_verify_walks_is_not_reported_as_tamperi
     await five_events_in_two_streams(eventlog)
 
     async def append_elsewhere() -> None:
-        other = await PostgresEventLog.connect(
-            postgres_dsn, schema=eventlog.schema, migrate_schema=False
-        )
+        other = await PostgresEventLog.connect(postgres_dsn, schema=eventlog.schema, migrate_schema=False)
         try:
             await other.append(new_stream(), builds(1), 0)
         finally:

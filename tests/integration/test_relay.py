@@ -25,7 +25,9 @@ BUILDS = "shiplog.builds"
 
 def build(service: str = "svc", version: str = "1.0.0") -> CloudEvent:
     return CloudEvent(
-        source="ci/test", type="shiplog.build.completed.v1", subject=service,
+        source="ci/test",
+        type="shiplog.build.completed.v1",
+        subject=service,
         data={"service": service, "version": version, "artifact": f"reg/{service}:{version}"},
     )
 
@@ -112,7 +114,9 @@ async def test_relay_killed_between_commit_and_publish_delivers_after_restart(
 ) -> None:
     events = [build("svc", f"3.0.{i}") for i in range(3)]
     stuck = OutboxRelay(
-        eventlog, kafka_bootstrap, topic_prefix=topics,
+        eventlog,
+        kafka_bootstrap,
+        topic_prefix=topics,
         producer_factory=lambda b: _HangingProducer(bootstrap_servers=b),
     )
     async with relay_running(stuck):
@@ -171,9 +175,7 @@ async def test_relay_republishes_what_subscribed_consumers_have_not_handled(
     await eventlog.append("planning-x", [], 0, handled=Handled("planning", handled.id))
     async with eventlog.pool.acquire() as conn:  # everything was published before the loss
         await conn.execute("INSERT INTO relay_checkpoint (relay, position) VALUES ('relay', 3)")
-    relay = OutboxRelay(
-        eventlog, kafka_bootstrap, topic_prefix=topics, subscriptions={"planning": [BUILDS]}
-    )
+    relay = OutboxRelay(eventlog, kafka_bootstrap, topic_prefix=topics, subscriptions={"planning": [BUILDS]})
     async with relay_running(relay):
         records = await consume(kafka_bootstrap, topics + BUILDS, 2, settle=1.0)
     assert [dict(r.headers)[ID_HEADER].decode() for r in records] == [pending.id, outside.id]

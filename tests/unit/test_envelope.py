@@ -116,14 +116,19 @@ def test_to_bytes_is_the_canonical_text_in_ascii(event: CloudEvent) -> None:
 def test_canonical_json_omits_absent_optional_attributes() -> None:
     event = CloudEvent(source="ci/x", subject="checkout", type="shiplog.build.completed.v1")
     assert set(json.loads(event.canonical_json())) == {
-        "specversion", "id", "source", "type", "time", "subject", "datacontenttype", "data",
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "time",
+        "subject",
+        "datacontenttype",
+        "data",
     }
 
 
 def test_canonical_json_escapes_non_ascii_rather_than_dropping_it() -> None:
-    event = CloudEvent(
-        source="ci/x", subject="checkout", type="shiplog.build.completed.v1", data={"a": "é"}
-    )
+    event = CloudEvent(source="ci/x", subject="checkout", type="shiplog.build.completed.v1", data={"a": "é"})
     assert '"a":"\\u00e9"' in event.canonical_json()
 
 
@@ -178,11 +183,15 @@ def test_parse_envelope_returns_the_object_unchanged(raw: str | bytes) -> None:
             for key in ("specversion", "id", "source", "type", "subject")
         ),
         pytest.param(
-            json.dumps(envelope(type=1)), "not_cloudevent", [("type", "must be a string")],
+            json.dumps(envelope(type=1)),
+            "not_cloudevent",
+            [("type", "must be a string")],
             id="type-not-string",
         ),
         pytest.param(
-            json.dumps(envelope(type=None)), "not_cloudevent", [("type", "must be a string")],
+            json.dumps(envelope(type=None)),
+            "not_cloudevent",
+            [("type", "must be a string")],
             id="type-null",
         ),
         *(
@@ -193,7 +202,11 @@ def test_parse_envelope_returns_the_object_unchanged(raw: str | bytes) -> None:
                 id=f"data-{label}",
             )
             for label, data in [
-                ("list", [1, 2]), ("string", "x"), ("number", 3), ("null", None), ("bool", True),
+                ("list", [1, 2]),
+                ("string", "x"),
+                ("number", 3),
+                ("null", None),
+                ("bool", True),
             ]
         ),
     ],
@@ -226,9 +239,7 @@ def test_parse_envelope_keeps_the_json_error_as_cause() -> None:
         ("shiplog.step2.applied.v3", ("shiplog.step2.applied", 3)),
     ],
 )
-def test_split_type_separates_name_and_version(
-    event_type: str, expected: tuple[str, int]
-) -> None:
+def test_split_type_separates_name_and_version(event_type: str, expected: tuple[str, int]) -> None:
     assert split_type(event_type) == expected
     assert join_type(*expected) == event_type
 

@@ -82,9 +82,7 @@ def test_stored_build_completed_decodes_to_build_completed(raw: bytes | str | di
         ("tests.skipped", 3),
     ],
 )
-def test_decoding_keeps_fields_ci_added_that_shiplog_does_not_know(
-    path: str, expected: Any
-) -> None:
+def test_decoding_keeps_fields_ci_added_that_shiplog_does_not_know(path: str, expected: Any) -> None:
     event = REGISTRY.decode(BUILD_V1.read_bytes())
     node: Any = event.data
     for key in path.split("."):
@@ -112,9 +110,7 @@ def test_decoding_does_not_modify_the_callers_dict() -> None:
 
 
 def test_new_event_round_trips_through_decode() -> None:
-    event = new_event(
-        dead_letter(), source="shiplog/planning", subject="checkout", correlationid="c-1"
-    )
+    event = new_event(dead_letter(), source="shiplog/planning", subject="checkout", correlationid="c-1")
     decoded = REGISTRY.decode(event.to_bytes())
     assert decoded == event
     assert REGISTRY.payload(decoded, MessageDeadLettered) == dead_letter()
@@ -132,34 +128,56 @@ def test_payload_refuses_a_model_of_another_type() -> None:
 @pytest.mark.parametrize(
     ("envelope", "field", "reason"),
     [
-        pytest.param(mutated("data.tests.passed", -1), "data.tests.passed",
-                     "greater than or equal to 0", id="negative-tests-passed"),
-        pytest.param(mutated("data.tests.failed", "some"), "data.tests.failed",
-                     "valid integer", id="non-integer-tests-failed"),
-        pytest.param(mutated("data.tests.coverage", 150), "data.tests.coverage",
-                     "less than or equal to 100", id="coverage-over-100"),
-        pytest.param(mutated("data.security.critical", -2), "data.security.critical",
-                     "greater than or equal to 0", id="negative-critical-findings"),
-        pytest.param(mutated("data.tests", "all green"), "data.tests",
-                     "valid dictionary", id="tests-not-an-object"),
-        pytest.param(mutated("data.service", ""), "data.service",
-                     "at least 1 character", id="empty-service"),
-        pytest.param(mutated("data.service", "-checkout"), "data.service",
-                     "should match pattern", id="service-bad-name"),
-        pytest.param(mutated("data.version", delete=True), "data.version",
-                     "Field required", id="missing-version"),
-        pytest.param(mutated("data.artifact", delete=True), "data.artifact",
-                     "Field required", id="missing-artifact"),
-        pytest.param(mutated("data.digest", "sha256:not-hex"), "data.digest",
-                     "should match pattern", id="digest-not-hex"),
-        pytest.param(mutated("data.commit", 40), "data.commit",
-                     "valid string", id="commit-not-a-string"),
-        pytest.param(mutated("time", "2024-05-14T09:31:07"), "time",
-                     "time zone", id="naive-time"),
-        pytest.param(mutated("specversion", "0.3"), "specversion",
-                     "1.0", id="old-specversion"),
-        pytest.param(mutated("subject", ""), "subject",
-                     "at least 1 character", id="empty-subject"),
+        pytest.param(
+            mutated("data.tests.passed", -1),
+            "data.tests.passed",
+            "greater than or equal to 0",
+            id="negative-tests-passed",
+        ),
+        pytest.param(
+            mutated("data.tests.failed", "some"),
+            "data.tests.failed",
+            "valid integer",
+            id="non-integer-tests-failed",
+        ),
+        pytest.param(
+            mutated("data.tests.coverage", 150),
+            "data.tests.coverage",
+            "less than or equal to 100",
+            id="coverage-over-100",
+        ),
+        pytest.param(
+            mutated("data.security.critical", -2),
+            "data.security.critical",
+            "greater than or equal to 0",
+            id="negative-critical-findings",
+        ),
+        pytest.param(
+            mutated("data.tests", "all green"), "data.tests", "valid dictionary", id="tests-not-an-object"
+        ),
+        pytest.param(mutated("data.service", ""), "data.service", "at least 1 character", id="empty-service"),
+        pytest.param(
+            mutated("data.service", "-checkout"),
+            "data.service",
+            "should match pattern",
+            id="service-bad-name",
+        ),
+        pytest.param(
+            mutated("data.version", delete=True), "data.version", "Field required", id="missing-version"
+        ),
+        pytest.param(
+            mutated("data.artifact", delete=True), "data.artifact", "Field required", id="missing-artifact"
+        ),
+        pytest.param(
+            mutated("data.digest", "sha256:not-hex"),
+            "data.digest",
+            "should match pattern",
+            id="digest-not-hex",
+        ),
+        pytest.param(mutated("data.commit", 40), "data.commit", "valid string", id="commit-not-a-string"),
+        pytest.param(mutated("time", "2024-05-14T09:31:07"), "time", "time zone", id="naive-time"),
+        pytest.param(mutated("specversion", "0.3"), "specversion", "1.0", id="old-specversion"),
+        pytest.param(mutated("subject", ""), "subject", "at least 1 character", id="empty-subject"),
         pytest.param(mutated("id", 42), "id", "valid string", id="numeric-id"),
         pytest.param(mutated("actor", ["alice"]), "actor", "valid string", id="actor-not-string"),
     ],
@@ -267,14 +285,17 @@ def _resolve(ref: str, root: dict[str, Any]) -> dict[str, Any]:
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,), "array": (list,), "string": (str,), "integer": (int,),
-    "number": (int, float), "boolean": (bool,), "null": (type(None),),
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "integer": (int,),
+    "number": (int, float),
+    "boolean": (bool,),
+    "null": (type(None),),
 }
 
 
-def _schema_errors(
-    instance: Any, schema: dict[str, Any], root: dict[str, Any], at: str = ""
-) -> list[str]:
+def _schema_errors(instance: Any, schema: dict[str, Any], root: dict[str, Any], at: str = "") -> list[str]:
     """The subset of JSON Schema 2020-12 that pydantic emits for these models.
 
     Used only when ``jsonschema`` is not installed in the venv.
@@ -381,7 +402,9 @@ def test_new_event_stamps_type_and_omits_absent_fields() -> None:
     assert isinstance(event, CloudEvent)
     assert event.type == "shiplog.build.completed.v1"
     assert event.data == {
-        "service": "checkout", "version": "1.4.2", "artifact": "r/checkout:1.4.2",
+        "service": "checkout",
+        "version": "1.4.2",
+        "artifact": "r/checkout:1.4.2",
         "pipeline": "default",
     }
 

@@ -100,7 +100,9 @@ def test_upcasting_keeps_the_envelope_attributes(raw: str) -> None:
     original = json.loads(raw)
     event = widgets().decode(raw)
     assert (event.id, event.subject, event.correlationid) == (
-        original["id"], original["subject"], original["correlationid"],
+        original["id"],
+        original["subject"],
+        original["correlationid"],
     )
 
 
@@ -144,15 +146,21 @@ def test_upcast_applies_each_step_once_in_order() -> None:
     ("upcasters", "raw", "missing"),
     [
         pytest.param(
-            {("shiplog.widget.assembled", 2): widget_assembled_v2_to_v3}, STORED_V1, "v1 to v2",
+            {("shiplog.widget.assembled", 2): widget_assembled_v2_to_v3},
+            STORED_V1,
+            "v1 to v2",
             id="first-step-missing",
         ),
         pytest.param(
-            {("shiplog.widget.assembled", 1): widget_assembled_v1_to_v2}, STORED_V1, "v2 to v3",
+            {("shiplog.widget.assembled", 1): widget_assembled_v1_to_v2},
+            STORED_V1,
+            "v2 to v3",
             id="second-step-missing-from-v1",
         ),
         pytest.param(
-            {("shiplog.widget.assembled", 1): widget_assembled_v1_to_v2}, STORED_V2, "v2 to v3",
+            {("shiplog.widget.assembled", 1): widget_assembled_v1_to_v2},
+            STORED_V2,
+            "v2 to v3",
             id="second-step-missing-from-v2",
         ),
         pytest.param({}, STORED_V1, "v1 to v2", id="no-upcasters"),
@@ -192,8 +200,7 @@ def _goes_backwards(envelope: Envelope) -> Envelope:
     ("key", "step"),
     [
         pytest.param(("shiplog.widget.assembled", 1), _skips_a_version, id="skips-a-version"),
-        pytest.param(("shiplog.widget.assembled", 1), _forgets_to_bump_the_version,
-                     id="same-version"),
+        pytest.param(("shiplog.widget.assembled", 1), _forgets_to_bump_the_version, id="same-version"),
         pytest.param(("shiplog.widget.assembled", 1), _renames_the_type, id="renames-type"),
         pytest.param(("shiplog.widget.assembled", 2), _goes_backwards, id="goes-backwards"),
     ],

@@ -1,0 +1,196 @@
+"""The whole system through its public contract: `shiplog dev` started as a user
+starts it (no servers configured: embedded broker and database), a build published
+with the CLI, the log read back with `shiplog audit`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shiplog.embedded import free_port
+
+SHIPLOG = [sys.executable, "-m", "shiplog"]
+
+
+class Dev:
+    """A `shiplog dev` process and the environment its neighbours use."""
+
+    def __init__(self, home: Path, metrics_port: int):
+        self.env = {
+            k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
+        }
+        self.env.update(SHIPLOG_HOME=str(home), SHIPLOG_METRICS_PORT=str(metrics_port))
+        self.home = home
+        self.metrics_port = metrics_port
+        self.proc: subprocess.Popen[str] | None = None
+        self.output: list[str] = []
+
+    def start(self, timeout: float = 60) -> None:
+        self.output = []
+        self.proc = subprocess.Popen(
+            [*SHIPLOG, "dev"],
+            env=self.env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.proc and self.proc.stderr
+            for line in self.proc.stderr:
+                self.output.append(line)
+                if "shiplog is running" in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not ready.wait(timeout):
+            self.stop()
+            raise AssertionError("shiplog dev did not start:\n" + "".join(self.output))
+
+    def stop(self) -> int:
+        assert self.proc
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*SHIPLOG, *args], env=self.env, capture_output=True, text=True, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"shiplog {' '.join(args)}: {result.returncode}\n{result.stderr}")
+        return result
+
+    def replay(self) -> list[dict]:
+        out = self.cli("audit", "replay", "--json").stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    def wait_for_events(self, n: int, timeout: float = 30) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            events = self.replay()
+            if len(events) >= n or time.monotonic() > deadline:
+                return events
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[Dev]:
+    d = Dev(tmp_path / "home", free_port())
+    try:
+        yield d
+    finally:
+        if d.proc and d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def publish(dev: Dev, version: str) -> str:
+    return dev.cli(
+        "build-completed",
+        "--service",
+        "checkout",
+        "--version",
+        version,
+        "--artifact",
+        f"registry.example.com/checkout:{version}",
+        "--digest",
+        "sha256:" + "ab" * 32,
+        "--commit",
+        "0" * 40,
+        "--author",
+        "alice",
+        "--tests-passed",
+        "120",
+        "--tests-failed",
+        "0",
+        "--coverage",
+        "87.5",
+        "--security-critical",
+        "0",
+        "--security-high",
+        "0",
+    ).stdout.strip()
+
+
+def test_one_command_starts_it_all_and_a_build_lands_in_the_audited_log(dev: Dev) -> None:
+    dev.start()
+    runtime = json.loads((dev.home / "dev.json").read_text())
+    assert runtime["embedded_kafka"] and runtime["embedded_database"]
+
+    second = dev.cli("dev", check=False)
+    assert second.returncode != 0
+    assert "already running" in second.stderr
+
+    event_id = publish(dev, "1.4.2")
+    [entry] = dev.wait_for_events(1)
+    assert entry["event"]["id"] == event_id
+    assert entry["event"]["type"] == "shiplog.build.completed.v1"
+    assert entry["event"]["data"]["tests"] == {"passed": 120, "failed": 0, "coverage": 87.5}
+    assert entry["stream"] == f"release-{event_id}"
+    assert "ok: 1 events" in dev.cli("audit", "verify").stdout
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{dev.metrics_port}/metrics").read().decode()
+    assert 'shiplog_consumer_messages_total{consumer="recorder",outcome="handled"} 1.0' in metrics
+
+    assert dev.stop() == 0
+    assert not (dev.home / "dev.json").exists()
+
+    # Started again: the log survived, and new work flows.
+    dev.start()
+    second_id = publish(dev, "1.4.3")
+    events = dev.wait_for_events(2)
+    assert [e["event"]["id"] for e in events] == [event_id, second_id]
+    assert dev.stop() == 0
+
+
+def test_audit_verify_names_the_row_altered_with_plain_sql(dev: Dev) -> None:
+    dev.start()
+    ids = [publish(dev, f"2.0.{i}") for i in range(3)]
+    assert len(dev.wait_for_events(3)) == 3
+    runtime = json.loads((dev.home / "dev.json").read_text())
+
+    async def tamper() -> None:
+        conn = await asyncpg.connect(runtime["database"])
+        try:
+            await conn.execute(
+                "UPDATE shiplog.events SET body = replace(body::text, '2.0.1', '9.9.9')::json"
+                " WHERE event_id = $1",
+                ids[1],
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(tamper())
+    result = dev.cli("audit", "verify", check=False)
+    assert result.returncode == 1
+    assert "first bad global position 2" in result.stdout
+    dev.stop()
+
+
+def test_cli_commands_say_clearly_when_nothing_runs(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
+    env["SHIPLOG_HOME"] = str(tmp_path / "nothing")
+    result = subprocess.run(
+        [*SHIPLOG, "build-completed", "--service", "s", "--version", "1", "--artifact", "a"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "no running `shiplog dev`" in result.stderr.replace("\n", " ")

@@ -29,6 +29,25 @@ from shiplog.settings import LOCK_FILE, Settings, read_runtime
 log = logging.getLogger(__name__)
 
 
+def setup_tracing(components: Sequence[str]) -> None:
+    """A real OpenTelemetry SDK provider, so consumers' spans join the trace their
+    message's ``traceparent`` names. Spans are exported to the console when
+    ``OTEL_TRACES_EXPORTER=console``; any other exporter is the deployer's to add."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "shiplog", "shiplog.components": ",".join(components)})
+    )
+    if os.environ.get("OTEL_TRACES_EXPORTER") == "console":
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
 def make_broker(bootstrap: str) -> KafkaBroker:
     from faststream.kafka import KafkaBroker
 
@@ -56,6 +75,7 @@ async def run_components(
     if unknown:
         raise InvalidInput(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(ALL)}")
     assert settings.kafka_bootstrap_servers and settings.database_url
+    setup_tracing(components)
     bootstrap = settings.kafka_bootstrap_servers
     eventlog = await PostgresEventLog.connect(settings.database_url, schema=settings.log_schema)
     await create_topics(bootstrap, settings.topic_prefix, settings.topic_replication)

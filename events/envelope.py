@@ -14,6 +14,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from events.errors import InvalidEvent
@@ -108,9 +109,16 @@ class CloudEvent(BaseModel):
         """Canonical text: sorted keys, no whitespace, ASCII only.
 
         This is exactly what the log stores and hashes, and what goes on the wire,
-        so a consumer, an auditor and the hash chain all see the same bytes.
+        so a consumer, an auditor and the hash chain all see the same bytes. (The
+        chain hashes the stored text, never a re-serialisation, so the serialiser
+        only has to be deterministic, not identical across versions.)
         """
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        obj = self.to_dict()
+        text = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+        if text.isascii():
+            return text
+        # orjson writes UTF-8; keep stored bodies ASCII whatever the database encoding.
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
     def to_bytes(self) -> bytes:
         return self.canonical_json().encode("ascii")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from events.errors import InvalidEvent
 
@@ -79,6 +80,7 @@ def topic_name(topic: Topic | str, prefix: str = "") -> str:
     return prefix + (topic.name if isinstance(topic, Topic) else topic)
 
 
+@lru_cache(maxsize=1024)
 def topic_for(event_type: str) -> Topic:
     """The topic an event of this type (``shiplog.x.y.vN`` or ``shiplog.x.y``) goes to."""
     match = _ROUTABLE.fullmatch(event_type)

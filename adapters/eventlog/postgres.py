@@ -76,6 +76,21 @@ def unavailable_as_error(what: str):
         raise AdapterUnavailable(f"database unavailable during {what}: {exc}") from exc
 
 
+@contextlib.asynccontextmanager
+async def _head_locked(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction holding the head row's lock: BEGIN and the lock in one round
+    trip (the simple query protocol takes both statements at once)."""
+    await conn.execute("BEGIN; SELECT 1 FROM log_head FOR UPDATE")
+    try:
+        yield
+    except BaseException:
+        if not conn.is_closed():
+            with contextlib.suppress(*UNAVAILABLE):
+                await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
 async def _no_reset(conn: asyncpg.Connection) -> None:
     return None
 
@@ -177,21 +192,53 @@ class PostgresEventLog:
         ids = [e.id for e in events]
         if len(set(ids)) != len(ids):
             raise InvalidInput("an append may not hold the same event id twice")
+        # Serialise before taking the head lock: the lock serialises every writer.
+        prepared = [(e, e.canonical_json(), topic_for(e.type).name) for e in events]
         with unavailable_as_error("append"):
             try:
-                async with self._pool.acquire() as conn, conn.transaction():
+                async with self._pool.acquire() as conn:
                     if not events:
-                        return await self._record_handled_only(conn, stream_id, handled)  # type: ignore[arg-type]
-                    return await self._append_locked(
-                        conn, stream_id, events, expected_version, handled, publish
-                    )
+                        async with conn.transaction():
+                            return await self._record_handled_only(conn, stream_id, handled)  # type: ignore[arg-type]
+                    async with _head_locked(conn):
+                        return await self._append_locked(
+                            conn, stream_id, prepared, expected_version, handled, publish
+                        )
             except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == "events_event_id_key":
+                    # Event ids are checked by their unique index rather than by a
+                    # query on every append; nothing was written, so now look closer.
+                    async with self._pool.acquire() as conn:
+                        return await self._existing_ids(conn, stream_id, ids)
                 # A handled-only append takes no head lock, so it can record the same
                 # (consumer, event_id) between our check and our insert. Nothing was
                 # written; a retry finds the record and returns a duplicate.
                 raise ConcurrencyConflict(
                     f"a concurrent append to {stream_id} recorded the same thing first"
                 ) from exc
+
+    async def _existing_ids(
+        self, conn: asyncpg.Connection, stream_id: str, ids: list[str], expected: int | None = None
+    ) -> AppendResult:
+        """Why an append cannot go ahead: a retry of one already done (all its ids are
+        in this stream: acknowledged), a partial overlap, or a stale expected version."""
+        current, existing = await conn.fetchrow(
+            """
+            SELECT (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1),
+                   (SELECT coalesce(array_agg(e.stream_id), '{}')
+                      FROM unnest($2::text[]) AS u(id) JOIN events e ON e.event_id = u.id)
+            """,
+            stream_id,
+            ids,
+        )
+        if existing:
+            if len(existing) == len(ids) and all(s == stream_id for s in existing):
+                return AppendResult(stream_version=current, position=0, duplicate=True)
+            raise ConcurrencyConflict(
+                f"{len(existing)} of {len(ids)} event ids are already in the log"
+                f" (stream {stream_id}): a partial overlap is a conflict"
+            )
+        raise ConcurrencyConflict(f"stream {stream_id} is at version {current}, expected {expected}")
 
     async def _record_handled_only(
         self, conn: asyncpg.Connection, stream_id: str, handled: Handled
@@ -210,49 +257,36 @@ class PostgresEventLog:
         self,
         conn: asyncpg.Connection,
         stream_id: str,
-        events: Sequence[CloudEvent],
+        prepared: Sequence[tuple[CloudEvent, str, str]],
         expected_version: int | None,
         handled: Handled | None,
         publish: bool,
     ) -> AppendResult:
-        head_position, head_hash = await conn.fetchrow("SELECT position, hash FROM log_head FOR UPDATE")
-        # A new statement, so a new snapshot: it sees everything committed before
-        # we got the lock (READ COMMITTED).
-        current, existing, already_handled = await conn.fetchrow(
+        # A new statement after the lock, so a new snapshot: it sees everything
+        # committed before we got the lock (READ COMMITTED).
+        head_position, head_hash, current, already_handled = await conn.fetchrow(
             """
-            SELECT (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1),
-                   (SELECT coalesce(array_agg(e.stream_id), '{}')
-                      FROM unnest($2::text[]) AS u(id) JOIN events e ON e.event_id = u.id),
-                   EXISTS (SELECT 1 FROM handled WHERE consumer = $3 AND event_id = $4)
+            SELECT h.position, h.hash,
+                   (SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1),
+                   EXISTS (SELECT 1 FROM handled WHERE consumer = $2 AND event_id = $3)
+              FROM log_head h
             """,
             stream_id,
-            [e.id for e in events],
             handled.consumer if handled else None,
             handled.event_id if handled else None,
         )
         if already_handled:
             return AppendResult(stream_version=current, position=0, duplicate=True)
-        if existing:
-            if len(existing) == len(events) and all(s == stream_id for s in existing):
-                return AppendResult(stream_version=current, position=0, duplicate=True)
-            raise ConcurrencyConflict(
-                f"{len(existing)} of {len(events)} event ids are already in the log"
-                f" (stream {stream_id}): a partial overlap is a conflict"
-            )
         if expected_version is not None and current != expected_version:
-            raise ConcurrencyConflict(
-                f"stream {stream_id} is at version {current}, expected {expected_version}"
-            )
+            return await self._existing_ids(conn, stream_id, [e.id for e, _, _ in prepared], expected_version)
 
         recorded_at = self._clock()
-        columns: list[list[Any]] = [[] for _ in range(11)]
+        columns: list[list[Any]] = [[] for _ in range(8)]
         previous = head_hash
         position = head_position
-        for i, event in enumerate(events, start=1):
+        for i, (event, body, topic) in enumerate(prepared, start=1):
             position = head_position + i
             version = current + i
-            body = event.canonical_json()
-            topic = topic_for(event.type).name
             previous = chain_hash(
                 previous,
                 position,
@@ -267,31 +301,20 @@ class PostgresEventLog:
                 publish,
                 body,
             )
-            row = (
-                position,
-                version,
-                event.id,
-                event.type,
-                topic,
-                event.subject,
-                event.correlationid,
-                recorded_at,
-                body,
-                previous,
-                publish,
-            )
+            row = (version, event.id, event.type, topic, event.subject, event.correlationid, body, previous)
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
+        # Positions are dense from the head, so the first one and the row number suffice.
         await conn.execute(
             """
             WITH ins AS (
                 INSERT INTO events (position, stream_id, stream_version, event_id, event_type,
                                     topic, partition_key, correlation_id, recorded_at, body,
                                     hash, publish)
-                SELECT p, $1, v, i, t, tp, k, c, r, b::json, h, pub
-                  FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                              $7::text[], $8::text[], $9::timestamptz[], $10::text[],
-                              $11::bytea[], $12::boolean[]) AS u(p, v, i, t, tp, k, c, r, b, h, pub)
+                SELECT $2 + n, $1, v, i, t, tp, k, c, $3, b, h, $4
+                  FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[],
+                              $10::text[], $11::text[], $12::bytea[])
+                       WITH ORDINALITY AS u(v, i, t, tp, k, c, b, h, n)
             ), head AS (
                 UPDATE log_head SET position = $13, hash = $14
             ), hnd AS (
@@ -301,6 +324,9 @@ class PostgresEventLog:
             SELECT pg_notify($17, $13::text)
             """,
             stream_id,
+            head_position,
+            recorded_at,
+            publish,
             *columns,
             position,
             previous,
@@ -308,7 +334,7 @@ class PostgresEventLog:
             handled.event_id if handled else None,
             self.channel,
         )
-        return AppendResult(stream_version=current + len(events), position=position)
+        return AppendResult(stream_version=current + len(prepared), position=position)
 
     # -- reading ------------------------------------------------------------------
 

@@ -33,13 +33,12 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             correlation_id text,
             publish boolean NOT NULL,
             recorded_at timestamptz NOT NULL,
-            body json NOT NULL,
+            -- the canonical JSON exactly as hashed; text, not json, so the bytes are
+            -- the bytes (cast body::json to query into it)
+            body text NOT NULL,
             hash bytea NOT NULL,
             UNIQUE (stream_id, stream_version)
         );
-        CREATE INDEX events_type_position ON events (event_type, position);
-        CREATE INDEX events_topic_position ON events (topic, position);
-        CREATE INDEX events_correlation ON events (correlation_id, position);
         CREATE INDEX events_recorded_at ON events USING brin (recorded_at);
 
         CREATE TABLE handled (

@@ -68,6 +68,8 @@ STREAMS = 50
 #: distinct services (Kafka keys) in the generated events
 SERVICES = 64
 RELAY_TIMEOUT_S = 600.0
+#: events appended (both sides) before the append benchmark measures anything
+WARMUP = 5_000
 
 #: a pipe or a CI log gets a wide, fixed layout instead of rich's 80 columns
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 130)
@@ -127,6 +129,8 @@ class Bench:
     dsn: str
     rounds: int
     profile: bool
+    #: ANALYZE each log after a warm-up, so figures are the steady state (see README)
+    analyze: bool = True
     figures: list[Figure] = field(default_factory=list)
     profiles: dict[str, str] = field(default_factory=dict)
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -250,18 +254,32 @@ async def fresh_log(bench: Bench, section: str):
         await drop_schema(bench.dsn, schema)
 
 
-async def fill(log: PostgresEventLog, n: int, batch: int = 1000) -> float:
+async def analyze(log: PostgresEventLog, *tables: str) -> None:
+    """Fresh statistics, which also invalidates the plans the pool's connections
+    cached while the table was nearly empty (see README, "fresh log")."""
+    async with log.pool.acquire() as conn:
+        for table in tables:
+            await conn.execute(f"ANALYZE {table}")
+
+
+async def fill(
+    log: PostgresEventLog, n: int, batch: int = 1000, *, analyze_after: int | None = 5_000
+) -> float:
     """Append ``n`` events in ``batch``-event appends, one stream per batch; returns
-    the events/s (event construction excluded)."""
+    the events/s (event construction excluded). ANALYZEs once ``analyze_after``
+    events are in (None: never), as autovacuum would on a long-lived log."""
     elapsed = 0.0
     for k, start in enumerate(range(0, n, batch)):
         events = make_events(min(batch, n - start), start)
         with timed() as t:
             await log.append(f"deployment-fill-{k}", events, 0)
         elapsed += t[0]
-        if k % 20 == 19:
+        if analyze_after is not None and start < analyze_after <= start + len(events):
+            await analyze(log, "events")
+        if console.is_terminal and k % 20 == 19:
             console.print(f"  filled {start + len(events):,}/{n:,}", style="dim", end="\r")
-    console.print(" " * 40, end="\r")
+    if console.is_terminal:
+        console.print(" " * 40, end="\r")
     return n / elapsed
 
 
@@ -324,6 +342,13 @@ async def bench_append(bench: Bench, single_n: int, batch_n: int, batch_size: in
         raw = await asyncpg.connect(bench.dsn, server_settings={"search_path": log.schema})
         try:
             await raw.execute(RAW_TABLE)
+            if bench.analyze:
+                # Warm up both tables, then ANALYZE: the figures are a log in use, not
+                # one whose cached plans date from when it was empty.
+                await fill(log, WARMUP, batch_size, analyze_after=None)
+                warm = chunks(raw_rows(make_events(WARMUP, 80_000_000), ["warm-up"], batch_size), batch_size)
+                await raw_batched(raw, warm)
+                await analyze(log, "events", "raw_events")
             single = Figure(
                 "append, 1 event/txn",
                 single_n,
@@ -385,7 +410,7 @@ async def bench_append(bench: Bench, single_n: int, batch_n: int, batch_size: in
 async def bench_verify(bench: Bench, n: int) -> None:
     progress(f"verify: fill {n:,} events in 1,000-event appends, then replay x{bench.rounds}")
     async with fresh_log(bench, "verify") as log:
-        fill_rate = await fill(log, n)
+        fill_rate = await fill(log, n, analyze_after=5_000 if bench.analyze else None)
         console.print(f"  filled at {fill_rate:,.0f} ev/s (1,000-event appends)", style="dim")
         raw_query = f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position"
 
@@ -413,6 +438,9 @@ async def bench_verify(bench: Bench, n: int) -> None:
             assert count == n, f"scan read {count} rows, expected {n}"
             return n / t[0]
 
+        # One untimed pass first: the first read after a bulk load sets every row's
+        # hint bits (it writes), which would otherwise land on round 1 only.
+        await raw_scan()
         baseline = "raw asyncpg cursor, same columns, prefetch 10,000"
         v = Figure("verify()", n, "log.verify()", [], baseline, aim_kind="rate", aim=AIM_VERIFY_RATE)
         s = Figure("scan() + upcast_body", n, "log.scan() + log.upcast_body(body)", [], baseline)
@@ -451,7 +479,7 @@ async def bench_relay(bench: Bench, n: int, workdir: Path) -> None:
     broker = await asyncio.to_thread(EmbeddedBroker.start, log_file=workdir / "tansu.log")
     try:
         async with fresh_log(bench, "relay") as log:
-            await fill(log, n)
+            await fill(log, n, analyze_after=5_000 if bench.analyze else None)
             # The baseline sends exactly what the relay will: bodies and keys, read once
             # (untimed) and pre-encoded. It sends no headers: computing and carrying them
             # is charged to the relay.
@@ -635,6 +663,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="after measuring, profile one more pass of each subject with cProfile",
     )
+    p.add_argument(
+        "--no-analyze",
+        action="store_true",
+        help="skip the warm-up ANALYZE: measure a brand-new log, whose cached query plans"
+        " date from when its tables were empty (see README)",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the figures as JSON")
     p.add_argument("--strict", action="store_true", help="exit 1 when an aim is missed")
     args = p.parse_args(argv)
@@ -650,13 +684,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def run(args: argparse.Namespace, dsn: str, workdir: Path, env: dict[str, str]) -> Bench:
-    bench = Bench(dsn=dsn, rounds=args.rounds, profile=args.profile)
+    bench = Bench(dsn=dsn, rounds=args.rounds, profile=args.profile, analyze=not args.no_analyze)
     conn = await asyncpg.connect(dsn)
     try:
         env["server"] = "PostgreSQL " + str(await conn.fetchval("SHOW server_version"))
         env["synchronous_commit"] = str(await conn.fetchval("SHOW synchronous_commit"))
     finally:
         await conn.close()
+    env["warm-up ANALYZE"] = "yes" if bench.analyze else "no (--no-analyze)"
     if "append" in args.only:
         await bench_append(bench, args.single_events, args.batch_events)
     if "verify" in args.only:

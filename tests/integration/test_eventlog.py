@@ -261,7 +261,7 @@ async def test_an_empty_log_verifies(eventlog: PostgresEventLog) -> None:
 TAMPERING = {
     "body-updated": (
         [
-            "UPDATE {t} SET body = jsonb_set(body::jsonb, '{{data,version}}', '\"6.6.6\"')::json"
+            "UPDATE {t} SET body = jsonb_set(body::jsonb, '{{data,version}}', '\"6.6.6\"')::text"
             " WHERE position = 3"
         ],
         3,

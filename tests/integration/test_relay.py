@@ -179,9 +179,7 @@ async def test_relay_republishes_what_subscribed_consumers_have_not_handled(
     async with relay_running(relay):
         records = await consume(kafka_bootstrap, topics + BUILDS, 2, settle=1.0)
     # different keys, different partitions: compare without cross-partition order
-    assert sorted(dict(r.headers)[ID_HEADER].decode() for r in records) == sorted(
-        [pending.id, outside.id]
-    )
+    assert sorted(dict(r.headers)[ID_HEADER].decode() for r in records) == sorted([pending.id, outside.id])
 
 
 async def test_only_one_relay_publishes_at_a_time(

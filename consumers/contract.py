@@ -8,7 +8,7 @@ event belongs to, and ``evolve`` / ``decide`` over that stream. The shell in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -16,6 +16,22 @@ from typing import Any, Generic, TypeVar
 from events.envelope import CloudEvent
 
 S = TypeVar("S")
+
+
+@dataclass
+class Ports:
+    """The adapters a consumer's ``gather`` may use, built by the composition root.
+    A consumer touches only the ones it needs; the rest stay None."""
+
+    log: Any = None
+    timers: Any = None
+    #: called after a timer was stored, to wake the scheduler early
+    wake: Callable[[], None] | None = None
+    #: ``targets(type, settings) -> Target``
+    targets: Any = None
+    #: the loaded pipelines config (service -> pipeline)
+    pipelines: Any = None
+    extra: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,18 @@ class Consumer(Generic[S]):
     #: must not publish again.
     publish: bool = True
     description: str = ""
+    #: type names (``shiplog.x.y``) it reacts to; others on its topics are acked and
+    #: skipped without a handled record. Empty: every type.
+    accepts: tuple[str, ...] = ()
+    #: the imperative part, run by the shell between folding and deciding:
+    #: ``gather(ports, state, event) -> facts`` does the I/O (apply a step through a
+    #: target, query metrics, look at the config) and returns what happened as data;
+    #: ``decide`` then receives it as ``facts=``. Must be idempotent: a redelivered
+    #: event runs it again.
+    gather: Callable[[Any, S, CloudEvent], Awaitable[Any]] | None = None
+
+    def wants(self, event: CloudEvent) -> bool:
+        return not self.accepts or event.type_name in self.accepts
 
     def fold(self, history: Sequence[CloudEvent]) -> S:
         state = self.initial()
@@ -45,3 +73,9 @@ class Consumer(Generic[S]):
 
     def run_decide(self, state: S, event: CloudEvent, now: datetime, **policy: Any) -> list[CloudEvent]:
         return list(self.decide(state, event, now=now, **policy))
+
+    async def run_gather(self, ports: Any, state: S, event: CloudEvent) -> dict[str, Any]:
+        """``{"facts": ...}`` for decide, or nothing when there is no gather step."""
+        if self.gather is None:
+            return {}
+        return {"facts": await self.gather(ports, state, event)}

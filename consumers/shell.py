@@ -88,9 +88,11 @@ class ConsumerShell:
     backoff_initial: float = 0.1
     backoff_cap: float = 5.0
     policy: dict[str, Any] = field(default_factory=dict)
+    #: the adapters ``gather`` may use (targets, metrics, config), built by the runner
+    ports: Any = None
     #: counters for /metrics and tests
     stats: dict[str, int] = field(
-        default_factory=lambda: {"handled": 0, "duplicates": 0, "deadlettered": 0, "retries": 0}
+        default_factory=lambda: {"handled": 0, "duplicates": 0, "deadlettered": 0, "retries": 0, "skipped": 0}
     )
 
     def subscribe(self) -> None:
@@ -140,6 +142,9 @@ class ConsumerShell:
 
     async def handle(self, event: CloudEvent) -> None:
         """Steps 2-5 for one decoded event. Raises retryable errors to the caller."""
+        if not self.consumer.wants(event):
+            self.stats["skipped"] += 1
+            return
         handled = Handled(self.consumer.name, event.id)
         if await self.log.is_handled(handled.consumer, handled.event_id):
             self.stats["duplicates"] += 1
@@ -149,7 +154,8 @@ class ConsumerShell:
             history = await self.log.read_stream(stream)
             state = self.consumer.fold([r.event for r in history])
             version = history[-1].stream_version if history else 0
-            new = self.consumer.run_decide(state, event, self.clock(), **self.policy)
+            facts = await self.consumer.run_gather(self.ports, state, event)
+            new = self.consumer.run_decide(state, event, self.clock(), **self.policy, **facts)
             try:
                 result = await self.log.append(
                     stream, new, version, handled=handled, publish=self.consumer.publish

@@ -24,6 +24,7 @@ from events.envelope import (
     validation_errors,
 )
 from events.errors import InvalidEvent
+from events.timer import TimerCancelled, TimerFired, TimerScheduled
 from events.upcasters import UPCASTERS, Envelope, Upcaster
 
 D = TypeVar("D", bound=EventData)
@@ -158,4 +159,6 @@ def new_event(
     )
 
 
-REGISTRY = EventRegistry([BuildCompleted, MessageDeadLettered], UPCASTERS)
+REGISTRY = EventRegistry(
+    [BuildCompleted, MessageDeadLettered, TimerScheduled, TimerCancelled, TimerFired], UPCASTERS
+)

@@ -49,8 +49,9 @@ class OutboxRelay:
     log: PostgresEventLog
     bootstrap: str
     topic_prefix: str = ""
-    #: consumer name -> the catalogue topics it subscribes to (for re-publishing).
-    subscriptions: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    #: consumer name -> the catalogue topics it subscribes to, and the event type
+    #: names it reacts to (empty: all) — for re-publishing on start.
+    subscriptions: Mapping[str, tuple[Sequence[str], Sequence[str]]] = field(default_factory=dict)
     name: str = "relay"
     batch: int = BATCH
     producer_factory: Callable[[str], AIOKafkaProducer] = new_producer
@@ -105,8 +106,8 @@ class OutboxRelay:
     async def republish_unhandled(self, producer: AIOKafkaProducer) -> int:
         """Publish every logged event some subscribed consumer has not handled."""
         by_position: dict[int, RawRecord] = {}
-        for consumer, topics in self.subscriptions.items():
-            for row in await self.log.unhandled(consumer, topics):
+        for consumer, (topics, types) in self.subscriptions.items():
+            for row in await self.log.unhandled(consumer, topics, types):
                 by_position[row.position] = row
         rows = [by_position[p] for p in sorted(by_position)]
         for start in range(0, len(rows), self.batch):

@@ -8,12 +8,14 @@ from typing import Any
 
 from consumers.contract import Consumer
 from consumers.recorder import RECORDER
+from consumers.timers import TIMERS
 
-CONSUMERS: dict[str, Consumer[Any]] = {c.name: c for c in (RECORDER,)}
+CONSUMERS: dict[str, Consumer[Any]] = {c.name: c for c in (RECORDER, TIMERS)}
 RELAY = "relay"
 ALL = (RELAY, *CONSUMERS)
 
 
-def subscriptions() -> Mapping[str, Sequence[str]]:
-    """consumer name -> catalogue topics, for the relay's re-publishing on start."""
-    return {name: c.topics for name, c in CONSUMERS.items()}
+def subscriptions() -> Mapping[str, tuple[Sequence[str], Sequence[str]]]:
+    """consumer name -> (catalogue topics, accepted type names), for the relay's
+    re-publishing on start."""
+    return {name: (c.topics, c.accepts) for name, c in CONSUMERS.items()}

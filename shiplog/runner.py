@@ -18,7 +18,10 @@ from typing import IO, Any
 from faststream.kafka import KafkaBroker
 
 from adapters.eventlog import PostgresEventLog
+from adapters.eventlog.timers import PostgresTimerStore
+from consumers.contract import Ports
 from consumers.shell import ConsumerShell
+from consumers.timers import TimerScheduler
 from events.errors import InvalidInput
 from producers.kafka import create_topics
 from producers.relay import OutboxRelay
@@ -82,6 +85,12 @@ async def run_components(
     running = Running(eventlog)
     tasks: list[asyncio.Task[Any]] = []
     broker = make_broker(bootstrap)
+    ports = Ports(log=eventlog)
+    if "timers" in components:
+        ports.timers = PostgresTimerStore(eventlog)
+        scheduler = TimerScheduler(eventlog, ports.timers)
+        ports.wake = scheduler.wake
+        tasks.append(asyncio.create_task(scheduler.run(), name="timers"))
     try:
         if RELAY in components:
             running.relay = OutboxRelay(
@@ -93,12 +102,14 @@ async def run_components(
             tasks.append(asyncio.create_task(running.relay.run_forever(), name="relay"))
         for name in components:
             if name in CONSUMERS:
-                shell = ConsumerShell(CONSUMERS[name], eventlog, broker, settings.topic_prefix)
+                shell = ConsumerShell(
+                    CONSUMERS[name], eventlog, broker, settings.topic_prefix, ports=ports
+                )
                 shell.subscribe()
                 running.shells.append(shell)
         await broker.start()
         if running.relay is not None:
-            await _wait_ready(running.relay, tasks[0])
+            await _wait_ready(running.relay, next(t for t in tasks if t.get_name() == "relay"))
         from shiplog.metrics import serve
 
         serve(running, settings.metrics_port)

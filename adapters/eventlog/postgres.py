@@ -560,16 +560,23 @@ class PostgresEventLog:
 
     # -- consumer bookkeeping -----------------------------------------------------------
 
-    async def unhandled(self, consumer: str, topics: Sequence[str]) -> list[RawRecord]:
-        """Logged events on ``topics`` that ``consumer`` has no handled record for,
-        in global order (what must be re-published after a broker lost its data)."""
+    async def unhandled(
+        self, consumer: str, topics: Sequence[str], types: Sequence[str] = ()
+    ) -> list[RawRecord]:
+        """Logged events on ``topics`` (of the type names ``types``, if any; names
+        without the version suffix) that ``consumer`` has no handled record for, in
+        global order — what must be re-published after a broker lost its data."""
+        type_filter = ""
+        args: list[Any] = [list(topics), consumer]
+        if types:
+            args.append([f"{t}.v%" for t in types])
+            type_filter = " AND event_type LIKE ANY($3::text[])"
         with unavailable_as_error("read"):
             rows = await self._pool.fetch(
-                f"SELECT {_COLUMNS} FROM events e WHERE topic = ANY($1::text[])"
+                f"SELECT {_COLUMNS} FROM events e WHERE topic = ANY($1::text[]){type_filter}"
                 " AND NOT EXISTS (SELECT 1 FROM handled h"
                 "                 WHERE h.consumer = $2 AND h.event_id = e.event_id)"
                 " ORDER BY position",
-                list(topics),
-                consumer,
+                *args,
             )
         return [_raw(r) for r in rows]

@@ -55,6 +55,23 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "durable timers",
+        """
+        CREATE TABLE timers (
+            timer_id text PRIMARY KEY,
+            stream_id text NOT NULL,
+            due_at timestamptz NOT NULL,
+            purpose text NOT NULL,
+            payload jsonb NOT NULL DEFAULT '{}',
+            scheduled_at timestamptz NOT NULL DEFAULT now(),
+            fired_at timestamptz,
+            cancelled_at timestamptz
+        );
+        CREATE INDEX timers_pending ON timers (due_at) WHERE fired_at IS NULL AND cancelled_at IS NULL;
+        """,
+    ),
 ]
 
 _LOCK_KEY = 0x5348_4950  # "SHIP"

@@ -175,7 +175,9 @@ async def test_relay_republishes_what_subscribed_consumers_have_not_handled(
     await eventlog.append("planning-x", [], 0, handled=Handled("planning", handled.id))
     async with eventlog.pool.acquire() as conn:  # everything was published before the loss
         await conn.execute("INSERT INTO relay_checkpoint (relay, position) VALUES ('relay', 3)")
-    relay = OutboxRelay(eventlog, kafka_bootstrap, topic_prefix=topics, subscriptions={"planning": [BUILDS]})
+    relay = OutboxRelay(
+        eventlog, kafka_bootstrap, topic_prefix=topics, subscriptions={"planning": ([BUILDS], ())}
+    )
     async with relay_running(relay):
         records = await consume(kafka_bootstrap, topics + BUILDS, 2, settle=1.0)
     # different keys, different partitions: compare without cross-partition order

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
+from events import approval, command, deployment, execution, rollback, verification
 from events.base import EventData
 from events.build import BuildCompleted
 from events.deadletter import MessageDeadLettered
@@ -159,6 +160,23 @@ def new_event(
     )
 
 
+def _models_of(*modules: object) -> list[type[EventData]]:
+    return [
+        value
+        for module in modules
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, EventData) and "TYPE" in vars(value)
+    ]
+
+
 REGISTRY = EventRegistry(
-    [BuildCompleted, MessageDeadLettered, TimerScheduled, TimerCancelled, TimerFired], UPCASTERS
+    [
+        BuildCompleted,
+        MessageDeadLettered,
+        TimerScheduled,
+        TimerCancelled,
+        TimerFired,
+        *_models_of(deployment, approval, execution, verification, rollback, command),
+    ],
+    UPCASTERS,
 )

@@ -48,6 +48,11 @@ ALL_TOPICS: tuple[Topic, ...] = (
 _BY_TYPE: dict[str, Topic] = {
     "shiplog.deployment.planned": PLANS,
     "shiplog.deployment.rejected": PLANS,
+    "shiplog.deployment.scheduled": PLANS,
+    "shiplog.deployment.queued": EXECUTIONS,
+    "shiplog.deployment.started": EXECUTIONS,
+    "shiplog.deployment.paused": EXECUTIONS,
+    "shiplog.deployment.resumed": EXECUTIONS,
     "shiplog.deployment.approved": APPROVALS,
     "shiplog.deployment.denied": APPROVALS,
     "shiplog.approval.granted": COMMANDS,

@@ -1,0 +1,50 @@
+"""Operators' commands on ``shiplog.commands`` (the actor is on the envelope).
+
+Commands are named in the imperative; each targets one deployment, or — for
+``rollback`` — a service's environment, optionally to a given version.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from events.base import EventData
+
+
+class _DeploymentCommand(EventData):
+    deployment_id: str
+    comment: str = ""
+
+
+class Promote(_DeploymentCommand):
+    """Skip the current pause (an indefinite one waits for exactly this)."""
+
+    TYPE: ClassVar[str] = "shiplog.command.promote"
+    VERSION: ClassVar[int] = 1
+
+
+class Pause(_DeploymentCommand):
+    TYPE: ClassVar[str] = "shiplog.command.pause"
+    VERSION: ClassVar[int] = 1
+
+
+class Resume(_DeploymentCommand):
+    TYPE: ClassVar[str] = "shiplog.command.resume"
+    VERSION: ClassVar[int] = 1
+
+
+class Abort(_DeploymentCommand):
+    """Stop and roll back."""
+
+    TYPE: ClassVar[str] = "shiplog.command.abort"
+    VERSION: ClassVar[int] = 1
+
+
+class Rollback(EventData):
+    TYPE: ClassVar[str] = "shiplog.command.rollback"
+    VERSION: ClassVar[int] = 1
+
+    service: str
+    environment: str
+    to_version: str | None = None
+    comment: str = ""

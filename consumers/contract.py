@@ -31,6 +31,8 @@ class Ports:
     targets: Any = None
     #: the loaded pipelines config (service -> pipeline)
     pipelines: Any = None
+    #: one active deployment per (service, environment)
+    lanes: Any = None
     extra: dict[str, Any] | None = None
 
 
@@ -61,6 +63,10 @@ class Consumer(Generic[S]):
     #: ``decide`` then receives it as ``facts=``. Must be idempotent: a redelivered
     #: event runs it again.
     gather: Callable[[Any, S, CloudEvent], Awaitable[Any]] | None = None
+    #: for events whose stream cannot be told from the event alone (a rollback
+    #: command names a service's environment, not a deployment):
+    #: ``locate(ports, event) -> stream id``, used instead of ``stream_for``.
+    locate: Callable[[Any, CloudEvent], Awaitable[str]] | None = None
 
     def wants(self, event: CloudEvent) -> bool:
         return not self.accepts or event.type_name in self.accepts

@@ -149,7 +149,10 @@ class ConsumerShell:
         if await self.log.is_handled(handled.consumer, handled.event_id):
             self.stats["duplicates"] += 1
             return
-        stream = self.consumer.stream_for(event)
+        if self.consumer.locate is not None:
+            stream = await self.consumer.locate(self.ports, event)
+        else:
+            stream = self.consumer.stream_for(event)
         for _ in range(MAX_CONFLICT_RETRIES):
             history = await self.log.read_stream(stream)
             state = self.consumer.fold([r.event for r in history])

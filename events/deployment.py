@@ -87,6 +87,7 @@ class DeploymentPlanned(EventData):
     environment: str
     stage: int = Field(ge=0, description="index of the environment in the pipeline")
     previous_environment: str | None = None
+    next_environment: str | None = None
     strategy: StrategyPlan
     target: TargetRef
     #: plain values, and secret references as {"secret": {"env"|"file": ...}}
@@ -189,6 +190,8 @@ class DeploymentSucceeded(EventData):
     service: str
     environment: str
     version: str
+    #: the pipeline's next environment, which planning plans next (None: the last)
+    next_environment: str | None = None
 
 
 class DeploymentFailed(EventData):

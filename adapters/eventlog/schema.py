@@ -72,6 +72,29 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX timers_pending ON timers (due_at) WHERE fired_at IS NULL AND cancelled_at IS NULL;
         """,
     ),
+    (
+        3,
+        "deployment lanes: one active deployment per service and environment",
+        """
+        CREATE TABLE lanes (
+            service text NOT NULL,
+            environment text NOT NULL,
+            active_deployment text,
+            active_version text,
+            serving_version text,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (service, environment)
+        );
+        CREATE TABLE lane_queue (
+            service text NOT NULL,
+            environment text NOT NULL,
+            deployment_id text NOT NULL,
+            version text NOT NULL,
+            queued_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (service, environment, deployment_id)
+        );
+        """,
+    ),
 ]
 
 _LOCK_KEY = 0x5348_4950  # "SHIP"

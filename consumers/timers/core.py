@@ -70,7 +70,10 @@ async def gather(ports: Any, state: None, event: CloudEvent) -> None:
     store = ports.timers
     if event.type_name == TimerScheduled.TYPE:
         t = REGISTRY.payload(event, TimerScheduled)
-        payload = {**t.payload, "_subject": event.subject, "_correlationid": event.correlationid}
+        # timer.fired goes to t.stream_id, whose subject may differ from the stream
+        # that scheduled it (a lane waking the next deployment): payload may say so.
+        subject = t.payload.get("subject", event.subject)
+        payload = {**t.payload, "_subject": subject, "_correlationid": event.correlationid}
         await store.schedule(t.timer_id, t.stream_id, t.due_at, t.purpose, payload)
         if ports.wake is not None:
             ports.wake()

@@ -33,6 +33,8 @@ class Ports:
     pipelines: Any = None
     #: one active deployment per (service, environment)
     lanes: Any = None
+    #: the pipelines directory (relative secret files are read from it)
+    config_dir: Any = None
     extra: dict[str, Any] | None = None
 
 

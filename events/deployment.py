@@ -34,6 +34,7 @@ class PlannedStep(BaseModel):
     #: for pause: seconds, or None to wait until promoted
     duration_s: float | None = Field(default=None, ge=0)
     batch_size: int | None = Field(default=None, ge=1)
+    max_unavailable: int | None = Field(default=None, ge=0)
     replicas: int | None = Field(default=None, ge=1)
 
 
@@ -72,6 +73,9 @@ class ReleasePlanned(EventData):
     pipeline: str
     environments: list[str]
     author: str | None = None
+    #: the build facts gates look at (tests, security, author, commit, branch)
+    build: dict[str, Any] = Field(default_factory=dict)
+    not_before: datetime | None = None
 
 
 class DeploymentPlanned(EventData):

@@ -13,13 +13,16 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 from faststream.kafka import KafkaBroker
 
 from adapters.eventlog import PostgresEventLog
+from adapters.eventlog.lanes import PostgresLanes
 from adapters.eventlog.timers import PostgresTimerStore
 from consumers.contract import Ports
+from consumers.planning.loader import load_pipelines
 from consumers.shell import ConsumerShell
 from consumers.timers import TimerScheduler
 from events.errors import InvalidInput
@@ -27,7 +30,8 @@ from producers.kafka import create_topics
 from producers.relay import OutboxRelay
 from shiplog.components import ALL, CONSUMERS, RELAY, subscriptions
 from shiplog.embedded import EmbeddedBroker, EmbeddedPostgres
-from shiplog.settings import LOCK_FILE, Settings, read_runtime
+from shiplog.settings import EXAMPLE_CONFIG, LOCK_FILE, Settings, read_runtime
+from shiplog.targets import TargetPool
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,12 @@ def setup_tracing(components: Sequence[str]) -> None:
     trace.set_tracer_provider(provider)
 
 
+def workdir_for(config: Path) -> Path:
+    """Where service commands run: the repository for the shipped examples (their
+    commands name deploy/examples/...), else the config directory's parent."""
+    return EXAMPLE_CONFIG.parents[2] if config.resolve() == EXAMPLE_CONFIG else config.resolve().parent
+
+
 def make_broker(bootstrap: str) -> KafkaBroker:
     from faststream.kafka import KafkaBroker
 
@@ -64,6 +74,7 @@ class Running:
     log: PostgresEventLog
     relay: OutboxRelay | None = None
     shells: list[ConsumerShell] = field(default_factory=list)
+    ports: Ports | None = None
 
 
 async def run_components(
@@ -72,6 +83,7 @@ async def run_components(
     stop: asyncio.Event,
     *,
     on_ready: Callable[[Running], None] | None = None,
+    stop_targets: bool = False,
 ) -> None:
     """Migrate, create topics, start the named components, wait for ``stop``."""
     unknown = [c for c in components if c not in ALL]
@@ -85,7 +97,11 @@ async def run_components(
     running = Running(eventlog)
     tasks: list[asyncio.Task[Any]] = []
     broker = make_broker(bootstrap)
-    ports = Ports(log=eventlog)
+    ports = Ports(log=eventlog, lanes=PostgresLanes(eventlog))
+    ports.targets = TargetPool(settings.home, workdir=workdir_for(settings.config))
+    ports.pipelines = load_pipelines(settings.config) if settings.config.exists() else {}
+    ports.config_dir = settings.config
+    running.ports = ports
     if "timers" in components:
         ports.timers = PostgresTimerStore(eventlog)
         scheduler = TimerScheduler(eventlog, ports.timers)
@@ -102,9 +118,7 @@ async def run_components(
             tasks.append(asyncio.create_task(running.relay.run_forever(), name="relay"))
         for name in components:
             if name in CONSUMERS:
-                shell = ConsumerShell(
-                    CONSUMERS[name], eventlog, broker, settings.topic_prefix, ports=ports
-                )
+                shell = ConsumerShell(CONSUMERS[name], eventlog, broker, settings.topic_prefix, ports=ports)
                 shell.subscribe()
                 running.shells.append(shell)
         await broker.start()
@@ -127,6 +141,7 @@ async def run_components(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await broker.stop()
+        await ports.targets.close(stop_processes=stop_targets)
         await eventlog.close()
 
 

@@ -27,6 +27,11 @@ def default_home() -> Path:
     return Path(platformdirs.user_data_dir("shiplog", appauthor=False))
 
 
+#: the example pipelines shipped beside the code: what `shiplog dev` and `shiplog
+#: demo` deploy when no SHIPLOG_CONFIG is given
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "pipelines"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHIPLOG_", extra="ignore")
 
@@ -42,6 +47,8 @@ class Settings(BaseSettings):
     topic_replication: int = 1
     metrics_port: int = DEFAULT_METRICS_PORT
     log_level: str = "INFO"
+    #: the pipelines directory (one <service>.yaml each); default: the examples
+    config: Path = EXAMPLE_CONFIG
 
     @property
     def runtime_file(self) -> Path:

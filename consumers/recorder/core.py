@@ -1,9 +1,11 @@
 """The recorder's pure core.
 
 Each build gets a stream of its own, named after the release it starts (the build
-event's id is the release's correlation id). The decision is trivial — record the
-event unless this stream already holds it — which is exactly what makes it a good
-first proof of the shell: everything interesting is in the I/O around it.
+event's id is the release's correlation id); each command from a person goes into
+the stream of the deployment it names, so the log shows who asked for what beside
+what happened. The decision is trivial — record the event unless this stream
+already holds it — which is exactly what makes it a good first proof of the shell:
+everything interesting is in the I/O around it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from consumers.contract import Consumer
+from events.build import BuildCompleted
+from events.deployment import deployment_stream
 from events.envelope import CloudEvent
-from events.topics import BUILDS
+from events.topics import BUILDS, COMMANDS
 
 NAME = "recorder"
 
@@ -28,6 +32,16 @@ def release_stream(event: CloudEvent) -> str:
     return f"release-{event.correlationid or event.id}"
 
 
+def stream_for(event: CloudEvent) -> str:
+    """A build's release stream; a command's deployment stream (a rollback command
+    names a service's environment, and gets a stream of that name)."""
+    if event.type_name == BuildCompleted.TYPE:
+        return release_stream(event)
+    if event.type_name == "shiplog.command.rollback":
+        return f"commands-{event.subject}"
+    return deployment_stream(event.subject)
+
+
 def evolve(state: Recorded, event: CloudEvent) -> Recorded:
     return Recorded(state.event_ids | {event.id})
 
@@ -40,11 +54,11 @@ def decide(state: Recorded, event: CloudEvent, *, now: datetime) -> list[CloudEv
 
 RECORDER: Consumer[Recorded] = Consumer(
     name=NAME,
-    topics=(BUILDS.name,),
-    stream_for=release_stream,
+    topics=(BUILDS.name, COMMANDS.name),
+    stream_for=stream_for,
     initial=Recorded,
     evolve=evolve,
     decide=decide,
     publish=False,
-    description="records build.completed events from CI into the log",
+    description="records builds from CI and people's commands into the log",
 )

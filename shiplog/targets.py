@@ -1,0 +1,36 @@
+"""Targets as the consumers get them: one instance per type, configured here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import adapters.targets.local  # noqa: F401  (registers the local target)
+from adapters.targets import Target, create_target
+
+
+class TargetPool:
+    """``pool(type, settings) -> Target``: per-release settings travel in each step's
+    ``Release.settings``; what is configured here is where each type keeps its state."""
+
+    def __init__(self, home: Path, workdir: Path | None = None):
+        self._home = home
+        self._workdir = workdir
+        self._targets: dict[str, Target] = {}
+
+    def _config(self, type_: str) -> dict[str, Any]:
+        if type_ == "local":
+            return {"state_dir": self._home / "targets" / "local", "workdir": self._workdir}
+        return {}
+
+    def __call__(self, type_: str, settings: Mapping[str, Any] | None = None) -> Target:
+        if type_ not in self._targets:
+            self._targets[type_] = create_target(type_, self._config(type_))
+        return self._targets[type_]
+
+    async def close(self, *, stop_processes: bool) -> None:
+        for target in self._targets.values():
+            close = getattr(target, "close", None)
+            if close is not None:
+                await close(stop_processes=stop_processes)

@@ -213,6 +213,6 @@ class DeploymentRolledBack(EventData):
     deployment_id: str
     service: str
     environment: str
-    to_version: str | None
+    to_version: str | None = None
     reason: str
     healthy: bool

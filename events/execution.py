@@ -15,7 +15,7 @@ class SnapshotTaken(EventData):
     VERSION: ClassVar[int] = 1
 
     deployment_id: str
-    version: str | None = Field(description="what served before; None if nothing")
+    version: str | None = Field(default=None, description="what served before; None if nothing")
     snapshot: dict[str, Any]
 
 

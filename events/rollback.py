@@ -15,7 +15,7 @@ class RollbackStarted(EventData):
 
     deployment_id: str
     reason: str
-    to_version: str | None
+    to_version: str | None = None
     step_id: str
 
 

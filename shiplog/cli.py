@@ -373,5 +373,247 @@ def audit_replay(
     err.print(f"{n} events")
 
 
+# -- operators' commands ----------------------------------------------------------------
+
+
+def _actor(as_name: str | None = None) -> str:
+    """Who gives a command: ``--as NAME``, else $SHIPLOG_USER, else the OS user.
+
+    The one place that says who the actor is (authenticated tokens replace it later)."""
+    import getpass
+    import os
+
+    from events.errors import InvalidInput
+
+    if as_name:
+        return as_name
+    if user := os.environ.get("SHIPLOG_USER"):
+        return user
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError) as exc:
+        raise InvalidInput("cannot tell who you are: pass --as NAME or set SHIPLOG_USER") from exc
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _as_option(fn: F) -> F:
+    return click.option(
+        "--as", "as_name", metavar="NAME", help="who gives the command (default $SHIPLOG_USER, the OS user)"
+    )(fn)
+
+
+def _comment_option(fn: F) -> F:
+    return click.option("--comment", "-m", default="", help="why; recorded with the command")(fn)
+
+
+#: statuses in which an approval or denial can still matter
+_BEFORE_APPROVAL = ("new", "planned", "awaiting_approval")
+
+
+async def _resolve(log: Any, target: str, env: str | None) -> tuple[str, Any]:
+    """TARGET (a deployment id, or a service with --env) -> (deployment id, its state)."""
+    from events.errors import InvalidInput
+    from shiplog.status import find_deployment, load_deployment
+
+    if env is not None:
+        found = await find_deployment(log, target, env)
+        if found is None:
+            raise InvalidInput(f"no deployment of {target} in {env} in the log")
+        target = found
+    state = await load_deployment(log, target)
+    if state is None:
+        hint = "" if env is not None else " (give a deployment id, or SERVICE --env ENV)"
+        raise InvalidInput(f"no deployment {target} in the log{hint}")
+    return target, state
+
+
+async def _publish(data: Any, *, actor: str, subject: str, correlationid: str | None) -> Any:
+    from producers.commands import publish_command
+
+    settings = _settings(database=False)
+    assert settings.kafka_bootstrap_servers
+    return await publish_command(
+        settings.kafka_bootstrap_servers,
+        data,
+        actor=actor,
+        subject=subject,
+        topic_prefix=settings.topic_prefix,
+        correlationid=correlationid,
+    )
+
+
+def _deployment_command(verb: str, make: Callable[[str, str], Any], *, approval: bool) -> Callable[..., None]:
+    """Run one command on one deployment: resolve it in the log, refuse what cannot
+    matter any more, publish, print the command's id and what it did."""
+
+    def run(target: str, env: str | None, comment: str, as_name: str | None) -> None:
+        from events.errors import DomainRefusal
+
+        actor = _actor(as_name)
+
+        async def go(log: Any) -> tuple[Any, str]:
+            deployment_id, state = await _resolve(log, target, env)
+            if state.terminal:
+                raise DomainRefusal(f"deployment {deployment_id} already ended: {state.status.value}")
+            if approval and state.status.value not in _BEFORE_APPROVAL:
+                raise DomainRefusal(
+                    f"deployment {deployment_id} is past approval (status {state.status.value})"
+                )
+            event = await _publish(
+                make(deployment_id, comment),
+                actor=actor,
+                subject=deployment_id,
+                correlationid=state.plan.release_id,
+            )
+            return event, deployment_id
+
+        event, deployment_id = _run(_with_log(go))
+        out.print(f"{event.id}  {verb} {deployment_id} as {actor}")
+
+    return run
+
+
+def _approval_cli(name: str, verb: str, model: Any) -> None:
+    run = _deployment_command(verb, lambda d, c: model(deployment_id=d, comment=c), approval=True)
+
+    @cli.command(name, help=f"{name.capitalize()} a deployment awaiting approval (the actor is recorded).")
+    @click.argument("deployment_id")
+    @_comment_option
+    @_as_option
+    def command(deployment_id: str, comment: str, as_name: str | None) -> None:
+        run(deployment_id, None, comment, as_name)
+
+
+def _target_cli(name: str, verb: str, model: Any, doc: str) -> None:
+    run = _deployment_command(verb, lambda d, c: model(deployment_id=d, comment=c), approval=False)
+
+    @cli.command(name, help=f"{doc} TARGET is a deployment id, or a SERVICE with --env ENV.")
+    @click.argument("target")
+    @click.option("--env", "-e", help="TARGET is a service: its active (or latest) deployment here")
+    @_comment_option
+    @_as_option
+    def command(target: str, env: str | None, comment: str, as_name: str | None) -> None:
+        run(target, env, comment, as_name)
+
+
+def _register_commands() -> None:
+    from events.approval import ApprovalDenied, ApprovalGranted
+    from events.command import Abort, Pause, Promote, Resume
+
+    _approval_cli("approve", "approved", ApprovalGranted)
+    _approval_cli("deny", "denied", ApprovalDenied)
+    _target_cli("promote", "promoted", Promote, "Skip the current pause (an indefinite one waits for this).")
+    _target_cli("pause", "paused", Pause, "Pause a deployment before its next step.")
+    _target_cli("resume", "resumed", Resume, "Resume a paused deployment.")
+    _target_cli("abort", "aborted", Abort, "Stop a deployment and roll it back.")
+
+
+_register_commands()
+
+
+@cli.command()
+@click.argument("service")
+@click.option("--env", "-e", required=True, help="the environment to roll back")
+@click.option("--to", "to_version", metavar="VERSION", help="the version to restore (default: the snapshot)")
+@_comment_option
+@_as_option
+def rollback(service: str, env: str, to_version: str | None, comment: str, as_name: str | None) -> None:
+    """Roll SERVICE back in ENV: to the snapshot taken before its last deployment, or to --to VERSION."""
+    from events.command import Rollback
+    from events.errors import InvalidInput
+    from shiplog.status import deployment_status
+
+    actor = _actor(as_name)
+
+    async def go(log: Any) -> Any:
+        report = await deployment_status(log, service)
+        if report.get(service, env) is None:
+            known = ", ".join(sorted({e.environment for e in report.environments})) or "none"
+            raise InvalidInput(
+                f"no deployment of {service} in {env} in the log: nothing to roll back"
+                f" (environments of {service}: {known})"
+            )
+        data = Rollback(service=service, environment=env, to_version=to_version, comment=comment)
+        return await _publish(data, actor=actor, subject=f"{service}.{env}", correlationid=None)
+
+    event = _run(_with_log(go))
+    target = f"to {to_version}" if to_version else "to its snapshot"
+    out.print(f"{event.id}  rollback of {service} in {env} {target} requested as {actor}")
+
+
+@cli.group()
+def approvals() -> None:
+    """Approvals people are asked for."""
+
+
+@approvals.command("pending")
+@click.option("--json", "as_json", is_flag=True)
+def approvals_pending(as_json: bool) -> None:
+    """Deployments awaiting approval, with the command that approves each."""
+    from shiplog.status import deployment_status
+
+    pending = _run(_with_log(deployment_status)).pending_approvals()
+    if as_json:
+        rows = [{**d.to_dict(), "approve": f"shiplog approve {d.deployment_id}"} for d in pending]
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not pending:
+        err.print("no deployment is awaiting approval")
+        return
+    table = Table(title="awaiting approval")
+    for column in ("service", "environment", "version", "waiting since", "approve with"):
+        table.add_column(column)
+    for d in pending:
+        table.add_row(
+            d.service,
+            d.environment,
+            d.version,
+            f"{d.updated_at:%Y-%m-%d %H:%M:%S}Z",
+            f"shiplog approve {d.deployment_id}",
+        )
+    out.print(table)
+
+
+@cli.command()
+@click.argument("service", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status(service: str | None, as_json: bool) -> None:
+    """What version serves in each environment, and what is in progress, at which step."""
+    from shiplog.status import deployment_status
+
+    report = _run(_with_log(lambda log: deployment_status(log, service)))
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    if not report.environments:
+        err.print(f"no deployments of {service} in the log" if service else "no deployments in the log")
+        return
+    table = Table(title=f"shiplog status{f': {service}' if service else ''}")
+    for column in ("service", "environment", "serving", "in progress", "status", "step", "deployment"):
+        table.add_column(column, overflow="fold")
+    for env in report.environments:
+        serving = "—"
+        if env.serving is not None:
+            serving = env.serving.version or "nothing"
+            if env.serving.via == "rolled_back":
+                serving += " (rolled back)"
+        if not env.in_progress:
+            table.add_row(env.service, env.environment, serving, "", "", "", "")
+        for i, d in enumerate(env.in_progress):
+            state = d.status.value + (f": {d.paused_reason}" if d.paused_reason else "")
+            table.add_row(
+                env.service if i == 0 else "",
+                env.environment if i == 0 else "",
+                serving if i == 0 else "",
+                d.version,
+                state,
+                d.step_label,
+                d.deployment_id,
+            )
+    out.print(table)
+
+
 if __name__ == "__main__":
     main()

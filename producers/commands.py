@@ -1,0 +1,85 @@
+"""The command API: what a person's approve, deny, promote, pause, resume, abort and
+rollback put on the bus.
+
+``publish_command(...)`` from Python, ``shiplog approve|deny|promote|... `` from a
+shell. Publishes one command CloudEvent (``shiplog.approval.granted|denied``,
+``shiplog.command.*``) to ``shiplog.commands``, keyed by its subject — the
+deployment id, or ``<service>.<environment>`` for a rollback — with the person on
+the envelope's ``actor``, and returns it once the broker acknowledged it. The
+consumers decide what the command does; publishing it only says it was given.
+"""
+
+from __future__ import annotations
+
+from aiokafka.errors import KafkaError
+
+from events.base import EventData
+from events.command import Rollback
+from events.envelope import CloudEvent
+from events.errors import AdapterUnavailable, InvalidInput
+from events.registry import new_event
+from events.topics import COMMANDS, topic_for, topic_name
+from producers.kafka import headers, new_producer
+
+SOURCE = "shiplog/cli"
+
+
+def command_subject(data: EventData) -> str:
+    """What a command is about: its deployment id, or ``<service>.<environment>``
+    for a rollback (which names an environment, not one deployment)."""
+    if isinstance(data, Rollback):
+        return f"{data.service}.{data.environment}"
+    deployment_id = getattr(data, "deployment_id", None)
+    if not isinstance(deployment_id, str) or not deployment_id:
+        raise InvalidInput(f"{data.event_type()} names no deployment")
+    return deployment_id
+
+
+def command_event(
+    data: EventData,
+    *,
+    actor: str,
+    subject: str | None = None,
+    correlationid: str | None = None,
+    source: str = SOURCE,
+) -> CloudEvent:
+    """The CloudEvent for a command (refuses event types that are not commands)."""
+    if topic_for(data.event_type()) is not COMMANDS:
+        raise InvalidInput(f"{data.event_type()} is not a command (it does not go to {COMMANDS.name})")
+    if not actor:
+        raise InvalidInput("a command needs an actor: who gives it")
+    return new_event(
+        data,
+        source=source,
+        subject=subject or command_subject(data),
+        correlationid=correlationid,
+        actor=actor,
+    )
+
+
+async def publish_command(
+    bootstrap: str,
+    data: EventData,
+    *,
+    actor: str,
+    subject: str,
+    topic_prefix: str = "",
+    correlationid: str | None = None,
+) -> CloudEvent:
+    """Publish a command on ``shiplog.commands`` keyed by ``subject`` and wait for
+    the broker's acknowledgement. Raises ``AdapterUnavailable`` on Kafka trouble."""
+    event = command_event(data, actor=actor, subject=subject, correlationid=correlationid)
+    producer = new_producer(bootstrap)
+    try:
+        await producer.start()
+        await producer.send_and_wait(
+            topic_name(COMMANDS, topic_prefix),
+            value=event.to_bytes(),
+            key=event.subject.encode(),
+            headers=headers(event.id, event.type, event.correlationid),
+        )
+    except KafkaError as exc:
+        raise AdapterUnavailable(f"could not publish to Kafka at {bootstrap}: {exc}") from exc
+    finally:
+        await producer.stop()
+    return event

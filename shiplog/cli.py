@@ -615,5 +615,44 @@ def status(service: str | None, as_json: bool) -> None:
     out.print(table)
 
 
+# -- pipelines ---------------------------------------------------------------------------
+
+
+@cli.group()
+def pipeline() -> None:
+    """Pipelines as configuration: validate a directory, print the JSON Schema."""
+
+
+@pipeline.command("validate")
+@click.argument("directory", required=False, type=click.Path(file_okay=False, path_type=Path))
+def pipeline_validate(directory: Path | None) -> None:
+    """Check every <service>.yaml in DIRECTORY (default SHIPLOG_CONFIG); each error
+    with its file, line and field. Exit 1 when there are errors."""
+    from consumers.planning.loader import load_pipelines, validate_dir
+
+    directory = directory or Settings().config
+    if not directory.is_dir():
+        err.print(f"[red]error:[/red] {directory} is not a directory")
+        sys.exit(2)
+    errors = validate_dir(directory)
+    for error in errors:
+        click.echo(str(error))
+    if errors:
+        err.print(f"{len(errors)} error(s) in {directory}")
+        sys.exit(1)
+    services = load_pipelines(directory)
+    for name, file in sorted(services.items()):
+        envs = " -> ".join(e.name for e in file.environments)
+        click.echo(f"ok: {name} ({file.pipeline}): {envs}")
+
+
+@pipeline.command("schema")
+def pipeline_schema() -> None:
+    """The JSON Schema of a pipeline file, for editors."""
+    from consumers.planning.pipeline import PipelineFile
+
+    click.echo(json.dumps(PipelineFile.model_json_schema(), indent=2))
+
+
 if __name__ == "__main__":
     main()

@@ -1,11 +1,11 @@
 """The approval consumer's pure core.
 
-On ``deployment.planned`` the gate is evaluated against the build's facts: when
-automatic approval is configured and every criterion holds, the deployment is
-approved with the rule that approved it; when no person is required and there are
-no criteria, it passes ungated; otherwise people are asked (``approval.requested``,
-with an expiry timer if the policy has one). Fail closed: a criterion that cannot
-be evaluated is a criterion that did not hold.
+On ``deployment.planned`` the gate is evaluated against the build's facts: when a
+person is required, people are asked even if the criteria hold; when automatic
+approval is configured and every criterion holds, the deployment is approved with
+the rule that approved it; with no gate at all it passes; otherwise people are
+asked (``approval.requested``, with an expiry timer if the policy has one). Fail
+closed: a criterion that cannot be evaluated is a criterion that did not hold.
 
 The policy is the ``gate`` of the plan, shaped for levels (each with roles and a
 quorum) that a later issue fills in; today one level and one approver.
@@ -110,20 +110,22 @@ def _on_planned(
     gate = plan.gate or {}
     criteria = gate.get("auto_approve")
     manual = gate.get("manual") or {}
-    if criteria:
-        failed = assess_criteria(criteria, plan.build, plan.environment)
-        if not failed:
-            rule = "auto-approved: " + ", ".join(f"{k}={v}" for k, v in sorted(criteria.items()))
-            return [
-                emit(
-                    plan,
-                    DeploymentApproved(deployment_id=plan.deployment_id, automatic=True, rule=rule),
-                    source=SOURCE,
-                    cause=event,
-                )
-            ]
+    failed = assess_criteria(criteria, plan.build, plan.environment) if criteria else []
+    if manual.get("required", False):
+        why = "manual approval required"
+    elif criteria and failed:
         why = "automatic approval criteria not met: " + "; ".join(failed)
-    elif not manual.get("required", False):
+    elif criteria:
+        rule = "auto-approved: " + ", ".join(f"{k}={v}" for k, v in sorted(criteria.items()))
+        return [
+            emit(
+                plan,
+                DeploymentApproved(deployment_id=plan.deployment_id, automatic=True, rule=rule),
+                source=SOURCE,
+                cause=event,
+            )
+        ]
+    else:
         return [
             emit(
                 plan,
@@ -132,8 +134,6 @@ def _on_planned(
                 cause=event,
             )
         ]
-    else:
-        why = "manual approval required"
     expires_after = manual.get("expires_after_s")
     expires_at = now + timedelta(seconds=float(expires_after)) if expires_after else None
     out = [

@@ -1,0 +1,308 @@
+"""The planning consumer's pure core.
+
+- ``build.completed`` -> ``release.planned`` (into the release stream), or
+  ``deployment.rejected`` with every reason (no pipeline for the service, another
+  pipeline asked for).
+- ``release.planned`` -> the first environment's ``deployment.planned``; and
+  ``deployment.succeeded`` -> the next environment's (promotion). Before anything
+  changes, each plan is validated: the config renders, every secret resolves, the
+  target answers, the strategy fits the target, no newer version already serves
+  there, and the deploy window is open — a closed window schedules the deployment
+  for its opening (``deployment.scheduled`` and a durable timer) instead of failing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from consumers.contract import Consumer
+from consumers.planning.calendar import is_open, next_opening
+from consumers.planning.pipeline import PipelineFile
+from consumers.planning.strategy import StrategyPlan as ConfiguredPlan
+from events.build import BuildCompleted
+from events.deployment import (
+    DeploymentPlanned,
+    DeploymentRejected,
+    DeploymentScheduled,
+    DeploymentSucceeded,
+    PlannedStep,
+    Reason,
+    ReleasePlanned,
+    StrategyPlan,
+    TargetRef,
+    deployment_id,
+    deployment_stream,
+)
+from events.envelope import CloudEvent
+from events.registry import REGISTRY, new_event
+from events.timer import TimerScheduled
+from events.topics import BUILDS, EXECUTIONS, PLANS
+
+NAME = "planning"
+SOURCE = "shiplog/planning"
+WINDOW = "window"
+
+
+def release_stream(release_id: str) -> str:
+    return f"release-{release_id}"
+
+
+@dataclass(frozen=True)
+class PlanningState:
+    release: ReleasePlanned | None = None
+    planned: bool = False
+    rejected: bool = False
+
+
+def evolve(state: PlanningState, event: CloudEvent) -> PlanningState:
+    if event.type_name == ReleasePlanned.TYPE:
+        return PlanningState(REGISTRY.payload(event, ReleasePlanned), state.planned, state.rejected)
+    if event.type_name == DeploymentPlanned.TYPE:
+        return PlanningState(state.release, True, state.rejected)
+    if event.type_name == DeploymentRejected.TYPE:
+        return PlanningState(state.release, state.planned, True)
+    return state
+
+
+@dataclass(frozen=True)
+class EnvironmentFacts:
+    """What gather found out about one environment before planning it."""
+
+    name: str
+    strategy: ConfiguredPlan | None
+    strategy_reason: str
+    #: problems found (unresolved secrets, target not answering, strategy unfit, ...)
+    problems: list[Reason] = field(default_factory=list)
+    serving_version: str | None = None
+    outdated: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlanningFacts:
+    pipeline: PipelineFile | None
+    release: ReleasePlanned | None = None
+    env: EnvironmentFacts | None = None
+
+
+def release_id_of(event: CloudEvent) -> str:
+    return event.correlationid or event.id
+
+
+def stream_for(event: CloudEvent) -> str:
+    if event.type_name == BuildCompleted.TYPE:
+        return release_stream(release_id_of(event))
+    if event.type_name == ReleasePlanned.TYPE:
+        release = REGISTRY.payload(event, ReleasePlanned)
+        return deployment_stream(deployment_id(release.service, release.environments[0], release.release_id))
+    succeeded = REGISTRY.payload(event, DeploymentSucceeded)
+    if succeeded.next_environment is None:
+        return release_stream(succeeded.release_id)
+    return deployment_stream(
+        deployment_id(succeeded.service, succeeded.next_environment, succeeded.release_id)
+    )
+
+
+def decide(
+    state: PlanningState, event: CloudEvent, *, now: datetime, facts: PlanningFacts
+) -> list[CloudEvent]:
+    if event.type_name == BuildCompleted.TYPE:
+        return [] if state.release or state.rejected else _plan_release(event, facts)
+    if state.planned or state.rejected:
+        return []
+    if event.type_name == DeploymentSucceeded.TYPE:
+        if REGISTRY.payload(event, DeploymentSucceeded).next_environment is None:
+            return []
+    return _plan_deployment(event, facts, now)
+
+
+def _plan_release(event: CloudEvent, facts: PlanningFacts) -> list[CloudEvent]:
+    build = REGISTRY.payload(event, BuildCompleted)
+    release_id = release_id_of(event)
+    reasons = []
+    pipeline = facts.pipeline
+    if pipeline is None:
+        reasons.append(
+            Reason(
+                code="no_pipeline",
+                message=f"no pipeline is configured for {build.service}",
+                field="data.service",
+            )
+        )
+    elif pipeline.pipeline != build.pipeline:
+        reasons.append(
+            Reason(
+                code="unknown_pipeline",
+                field="data.pipeline",
+                message=f"{build.service} has pipeline {pipeline.pipeline!r}, "
+                f"the build asks for {build.pipeline!r}",
+            )
+        )
+    envelope = {
+        "source": SOURCE,
+        "subject": build.service,
+        "correlationid": release_id,
+        "causationid": event.id,
+    }
+    if reasons:
+        return [
+            new_event(
+                DeploymentRejected(
+                    release_id=release_id, service=build.service, version=build.version, reasons=reasons
+                ),
+                **envelope,
+            )
+        ]
+    assert pipeline is not None
+    facts_of_build = build.model_dump(
+        mode="json", include={"tests", "security", "author", "commit", "branch"}, exclude_none=True
+    )
+    not_before = (build.model_extra or {}).get("not_before")
+    return [
+        new_event(
+            ReleasePlanned(
+                release_id=release_id,
+                service=build.service,
+                version=build.version,
+                artifact=build.artifact,
+                digest=build.digest,
+                pipeline=pipeline.pipeline,
+                environments=[e.name for e in pipeline.environments],
+                author=build.author,
+                build=facts_of_build,
+                not_before=not_before,
+            ),
+            **envelope,
+        )
+    ]
+
+
+def _plan_deployment(event: CloudEvent, facts: PlanningFacts, now: datetime) -> list[CloudEvent]:
+    release, env_facts, pipeline = facts.release, facts.env, facts.pipeline
+    if release is None or env_facts is None or pipeline is None:
+        return []
+    env = pipeline.environment(env_facts.name)
+    stage = release.environments.index(env.name) if env.name in release.environments else 0
+    dep_id = deployment_id(release.service, env.name, release.release_id)
+    envelope = {
+        "source": SOURCE,
+        "subject": dep_id,
+        "correlationid": release.release_id,
+        "causationid": event.id,
+    }
+    reasons = list(env_facts.problems)
+    if env_facts.outdated:
+        reasons.append(Reason(code="outdated", message=env_facts.outdated))
+    open_now, why_closed = is_open(env.schedule, now)
+    not_before = release.not_before if release.not_before and release.not_before > now else None
+    if not open_now:
+        opening = next_opening(env.schedule, now)
+        if opening is None:
+            reasons.append(
+                Reason(
+                    code="no_window", message=f"{why_closed}; no window opens within a year", field="schedule"
+                )
+            )
+        else:
+            not_before = max(opening, not_before) if not_before else opening
+    if reasons or env_facts.strategy is None:
+        return [
+            new_event(
+                DeploymentRejected(
+                    deployment_id=dep_id,
+                    release_id=release.release_id,
+                    service=release.service,
+                    version=release.version,
+                    environment=env.name,
+                    reasons=reasons or [Reason(code="strategy", message=env_facts.strategy_reason)],
+                ),
+                **envelope,
+            )
+        ]
+    configured = env_facts.strategy
+    steps = [
+        PlannedStep(
+            kind=s.kind,
+            weight=s.weight,
+            duration_s=s.duration_s,
+            batch_size=s.batch_size,
+            max_unavailable=s.max_unavailable,
+            replicas=configured.replicas if s.applies_to_target else None,
+        )
+        for s in configured.steps
+    ]
+    next_env = pipeline.next_after(env.name)
+    previous = release.environments[stage - 1] if stage > 0 else None
+    body: dict[str, Any] = {
+        "strategy": StrategyPlan(type=configured.strategy, reason=env_facts.strategy_reason, steps=steps),
+        "target": TargetRef(type=env.target.type, settings=env.target.settings),
+        "values": env_facts.values,
+        "gate": env.gate.model_dump(mode="json", exclude_none=True),
+        "analysis": env.analysis.model_dump(mode="json", exclude_none=True),
+    }
+    plan_hash = hashlib.sha256(
+        json.dumps(
+            {k: (v.model_dump(mode="json") if hasattr(v, "model_dump") else v) for k, v in body.items()}
+            | {"version": release.version, "digest": release.digest, "artifact": release.artifact},
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
+    planned = new_event(
+        DeploymentPlanned(
+            deployment_id=dep_id,
+            release_id=release.release_id,
+            service=release.service,
+            version=release.version,
+            artifact=release.artifact,
+            digest=release.digest,
+            environment=env.name,
+            stage=stage,
+            previous_environment=previous,
+            next_environment=next_env.name if next_env else None,
+            build=release.build,
+            not_before=not_before,
+            plan_hash=plan_hash,
+            **body,
+        ),
+        **envelope,
+    )
+    if not_before is None:
+        return [planned]
+    why = why_closed if not open_now else "the build asked for a not-before time"
+    return [
+        planned,
+        new_event(DeploymentScheduled(deployment_id=dep_id, not_before=not_before, reason=why), **envelope),
+        new_event(
+            TimerScheduled(
+                timer_id=f"{dep_id}:{WINDOW}",
+                stream_id=deployment_stream(dep_id),
+                due_at=not_before,
+                purpose=WINDOW,
+            ),
+            **envelope,
+        ),
+    ]
+
+
+def _consumer() -> Consumer[PlanningState]:
+    from consumers.planning.gather import gather
+
+    return Consumer(
+        name=NAME,
+        topics=(BUILDS.name, PLANS.name, EXECUTIONS.name),
+        stream_for=stream_for,
+        initial=PlanningState,
+        evolve=evolve,
+        decide=decide,
+        accepts=(BuildCompleted.TYPE, ReleasePlanned.TYPE, DeploymentSucceeded.TYPE),
+        gather=gather,
+        description="turns builds into releases and plans each environment's deployment",
+    )
+
+
+PLANNING = _consumer()

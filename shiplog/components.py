@@ -6,11 +6,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from consumers.approval import APPROVAL
 from consumers.contract import Consumer
+from consumers.execution import EXECUTION
+from consumers.planning.core import PLANNING
 from consumers.recorder import RECORDER
+from consumers.rollback import ROLLBACK
 from consumers.timers import TIMERS
+from consumers.verification import VERIFICATION
 
-CONSUMERS: dict[str, Consumer[Any]] = {c.name: c for c in (RECORDER, TIMERS)}
+CONSUMERS: dict[str, Consumer[Any]] = {
+    c.name: c for c in (RECORDER, TIMERS, PLANNING, APPROVAL, EXECUTION, VERIFICATION, ROLLBACK)
+}
 RELAY = "relay"
 ALL = (RELAY, *CONSUMERS)
 

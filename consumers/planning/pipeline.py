@@ -507,6 +507,20 @@ class MetricCheck(_Config):
         return self
 
 
+class Load(_Config):
+    """Requests the analysis sends through the environment's endpoint itself, so its
+    metrics have data without real traffic (as Flagger's load tester does)."""
+
+    model_config = ConfigDict(title="Analysis load")
+
+    requests: int = Field(
+        default=100, ge=1, description="requests per analysis, spread over its measurements"
+    )
+    path: str = Field(default="/", pattern=r"^/", description="HTTP path to GET")
+    concurrency: int = Field(default=10, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(default=2.0, gt=0, description="per request")
+
+
 class Analysis(_Config):
     """Health checks plus metric checks, measured `count` times `interval_s` apart.
     Each measurement is Successful, Failed, Inconclusive or Error; missing data never
@@ -530,6 +544,10 @@ class Analysis(_Config):
         ge=0,
         description="measurements in a row that could not be taken before the analysis errs",
     )
+    inconclusive_limit: int = Field(
+        default=1, ge=0, description="inconclusive measurements tolerated before the analysis is"
+    )
+    load: Load | None = Field(default=None, description="traffic the analysis generates itself")
 
 
 # --- environment and file -----------------------------------------------------------

@@ -1,0 +1,273 @@
+"""Judging what was observed: measurements with outcomes, and one verdict over them.
+
+Pure functions, after Argo Rollouts' ``utils/evaluate`` and ``analysis/analysis.go``:
+each measurement is Successful, Failed, Inconclusive or Error; each check (the
+target's status, the health of the new version, every metric) tolerates
+``failure_limit`` failed and ``inconclusive_limit`` inconclusive measurements and
+``consecutive_error_limit`` errors in a row; the verdict is the worst check's
+outcome. Missing data, zero requests and NaN are Inconclusive, never a pass, and a
+check without a single Successful measurement does not pass either.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from consumers.verification.facts import Facts, Probe
+from consumers.verification.policy import AnalysisPolicy, HealthPolicy, Limits, MetricCheck
+from consumers.verification.prometheus import Window, window
+from events.verification import Measurement, Outcome
+
+#: the measurement names of the two checks that are not metrics
+TARGET = "target"
+HEALTH = "health"
+#: checks that tolerate no failed and no inconclusive measurement: an instance of
+#: the new version that does not answer its health check is never acceptable
+STRICT: frozenset[str] = frozenset({HEALTH})
+
+_RANK: dict[str, int] = {"Successful": 0, "Inconclusive": 1, "Error": 2, "Failed": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    outcome: Outcome
+    reason: str
+
+
+# --- single measurements ---------------------------------------------------------
+
+
+def error_measurement(metric: str, error: str, **detail: Any) -> Measurement:
+    """A measurement that could not be taken (an adapter raised, an endpoint failed)."""
+    return Measurement(metric=metric, outcome="Error", error=error, detail=detail)
+
+
+def inconclusive(metric: str, reason: str, **detail: Any) -> Measurement:
+    return Measurement(metric=metric, outcome="Inconclusive", detail={"reason": reason, **detail})
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) or math.isinf(value) else value
+
+
+def _longest_run(probes: Sequence[Probe]) -> int:
+    best = run = 0
+    for probe in probes:
+        run = run + 1 if probe.ok else 0
+        best = max(best, run)
+    return best
+
+
+def assess_health(url: str, probes: Sequence[Probe], policy: HealthPolicy) -> Measurement:
+    """Successful when ``policy.successes`` probes in a row answered 2xx in time;
+    Inconclusive without probes; Failed otherwise (refused and timed out included:
+    an instance that does not answer is unhealthy)."""
+    answers = [p.status if p.status is not None else p.error for p in probes]
+    detail: dict[str, Any] = {"url": url, "answers": answers}
+    if not probes:
+        return inconclusive(HEALTH, "not probed", url=url)
+    run = _longest_run(probes)
+    outcome: Outcome = "Successful" if run >= policy.successes else "Failed"
+    if outcome == "Failed":
+        detail["reason"] = f"{run} consecutive healthy answers of {policy.successes} needed"
+    return Measurement(metric=HEALTH, outcome=outcome, value=run, threshold=policy.successes, detail=detail)
+
+
+def metric_value(name: str, traffic: Window | None) -> float | None:
+    """The metric over a window; None when there is nothing to compute it from."""
+    if traffic is None or not traffic.requests > 0:
+        return None
+    raw = traffic.error_rate if name == "error_rate" else traffic.latency_p99_s
+    return _finite(raw)
+
+
+def assess_metric(
+    check: MetricCheck,
+    canary: Window | None,
+    stable: Window | None,
+    *,
+    detail: Mapping[str, Any] | None = None,
+) -> Measurement:
+    """One measurement of a metric of the new version (``canary``) against its limits;
+    ``max_increase_pct`` compares with the version serving beside it (``stable``)."""
+    value = metric_value(check.name, canary)
+    baseline = metric_value(check.name, stable)
+    info: dict[str, Any] = {**(detail or {}), "compare": check.compare}
+
+    def measured(outcome: Outcome, threshold: float | None, reason: str = "") -> Measurement:
+        extra = {"reason": reason} if reason else {}
+        return Measurement(
+            metric=check.name,
+            outcome=outcome,
+            value=value,
+            baseline=baseline,
+            threshold=threshold,
+            detail={**info, **extra},
+        )
+
+    if value is None:
+        if canary is None or not canary.requests > 0:
+            return measured("Inconclusive", check.max, "no requests reached the new version")
+        return measured("Inconclusive", check.max, f"no {check.name} data for the new version")
+    if check.max is not None and value > check.max:
+        return measured("Failed", check.max, f"{check.name} {value:.4g} above max {check.max:.4g}")
+    threshold = check.max
+    if check.max_increase_pct is not None:
+        if baseline is None:
+            return measured("Inconclusive", check.max, f"no {check.name} of a stable version to compare with")
+        limit = baseline * (1 + check.max_increase_pct / 100)
+        if value > limit:
+            pct = check.max_increase_pct
+            why = f"{check.name} {value:.4g} more than {pct:g}% above stable's {baseline:.4g}"
+            return measured("Failed", limit, why)
+        threshold = limit if threshold is None else min(threshold, limit)
+    return measured("Successful", threshold)
+
+
+# --- from facts to measurements --------------------------------------------------
+
+
+def wants_metrics(kind: str, policy: AnalysisPolicy, stable: str | None) -> bool:
+    """Metrics are measured by an analysis step, and after a weight change while a
+    stable version serves beside the canary (otherwise there is nothing to split)."""
+    if not policy.metrics:
+        return False
+    return kind == "analysis" or (kind == "set_weight" and stable is not None)
+
+
+def _traffic(version: str | None, w: Window | None) -> dict[str, Any] | None:
+    if version is None or w is None:
+        return None
+    return {
+        "version": version,
+        "requests": w.requests,
+        "errors": w.errors,
+        "error_rate": _finite(w.error_rate),
+        "latency_p99_s": _finite(w.latency_p99_s),
+    }
+
+
+def measure_metrics(facts: Facts, policy: AnalysisPolicy) -> list[Measurement]:
+    """One measurement per check per scrape after the first good one (the baseline:
+    every window runs from it), one Error per check per failed scrape."""
+    checks = policy.metrics
+    if facts.metrics_unavailable is not None or not facts.scrapes:
+        reason = facts.metrics_unavailable or "the metrics were not measured"
+        return [inconclusive(c.name, reason) for c in checks]
+    load = None if facts.load is None else {"sent": facts.load.sent, "failed": facts.load.failed}
+    out: list[Measurement] = []
+    baseline = None
+    for attempt in facts.scrapes:
+        if attempt.counters is None:
+            out.extend(error_measurement(c.name, attempt.error or "scrape failed") for c in checks)
+            continue
+        if baseline is None or baseline.counters is None:
+            baseline = attempt
+            continue
+        canary = window(baseline.counters, attempt.counters, facts.canary)
+        stable = window(baseline.counters, attempt.counters, facts.stable) if facts.stable else None
+        detail = {
+            "window_s": round(attempt.at_s - baseline.at_s, 3),
+            "canary": _traffic(facts.canary, canary),
+            "stable": _traffic(facts.stable, stable),
+            "load": load,
+        }
+        out.extend(assess_metric(c, canary, stable, detail=detail) for c in checks)
+    if not out:
+        # a baseline and nothing after it: every check must still be accounted for
+        out.extend(inconclusive(c.name, "no scrape after the baseline") for c in checks)
+    return out
+
+
+def measure(facts: Facts, policy: AnalysisPolicy, kind: str) -> list[Measurement]:
+    """Every measurement of one verification run, in the order taken."""
+    out = [error_measurement(TARGET, error) for error in facts.status_errors]
+    if facts.status is None:
+        return out  # never learned what serves: nothing else could be looked at
+    out.append(Measurement(metric=TARGET, outcome="Successful", detail=facts.status))
+    if policy.health is not None:
+        if facts.health is None:
+            out.append(inconclusive(HEALTH, "health was not checked"))
+        elif not facts.health:
+            out.append(
+                Measurement(
+                    metric=HEALTH,
+                    outcome="Failed",
+                    detail={"reason": f"no instance of version {facts.canary} to check"},
+                )
+            )
+        else:
+            out.extend(assess_health(o.url, o.probes, policy.health) for o in facts.health)
+    if wants_metrics(kind, policy, facts.stable):
+        out.extend(measure_metrics(facts, policy))
+    return out
+
+
+# --- the verdict -----------------------------------------------------------------
+
+
+def _max_error_run(measurements: Iterable[Measurement]) -> int:
+    best = run = 0
+    for m in measurements:
+        run = run + 1 if m.outcome == "Error" else 0
+        best = max(best, run)
+    return best
+
+
+def assess_check(measurements: Sequence[Measurement], limits: Limits) -> tuple[Outcome, str]:
+    """The outcome of one check from its measurements, in Argo's order: too many
+    failures, too many inconclusive, too many errors in a row, then Successful only
+    if at least one measurement was."""
+    counts = {o: sum(1 for m in measurements if m.outcome == o) for o in _RANK}
+    errors_in_a_row = _max_error_run(measurements)
+    if counts["Failed"] > limits.failure_limit:
+        failed = next(m for m in measurements if m.outcome == "Failed")
+        why = failed.detail.get("reason", "")
+        return (
+            "Failed",
+            f"{counts['Failed']} failed (limit {limits.failure_limit}){': ' + why if why else ''}",
+        )
+    if counts["Inconclusive"] > limits.inconclusive_limit:
+        last = next(m for m in reversed(measurements) if m.outcome == "Inconclusive")
+        why = last.detail.get("reason", "")
+        return (
+            "Inconclusive",
+            f"{counts['Inconclusive']} inconclusive (limit {limits.inconclusive_limit})"
+            f"{': ' + why if why else ''}",
+        )
+    if errors_in_a_row > limits.consecutive_error_limit:
+        last_error = next(m.error for m in reversed(measurements) if m.outcome == "Error")
+        return (
+            "Error",
+            f"{errors_in_a_row} errors in a row (limit {limits.consecutive_error_limit}): {last_error}",
+        )
+    if counts["Successful"] == 0:
+        return "Inconclusive", f"no successful measurement of {len(measurements)}"
+    return "Successful", f"{counts['Successful']} of {len(measurements)} successful"
+
+
+def combine(
+    measurements: Sequence[Measurement], limits: Limits, *, strict: Iterable[str] = STRICT
+) -> Verdict:
+    """The verdict over all checks: the worst of them (Failed, Error, Inconclusive,
+    Successful), with every check that is not Successful in the reason."""
+    if not measurements:
+        return Verdict("Inconclusive", "nothing was measured")
+    strict = frozenset(strict)
+    by_check: dict[str, list[Measurement]] = {}
+    for m in measurements:
+        by_check.setdefault(m.metric, []).append(m)
+    results: dict[str, tuple[Outcome, str]] = {}
+    for name, group in by_check.items():
+        check_limits = replace(limits, failure_limit=0, inconclusive_limit=0) if name in strict else limits
+        results[name] = assess_check(group, check_limits)
+    worst: Outcome = max((outcome for outcome, _ in results.values()), key=_RANK.__getitem__)
+    if worst == "Successful":
+        return Verdict("Successful", "; ".join(f"{name}: {why}" for name, (_, why) in results.items()))
+    reasons = [
+        f"{name} {outcome}: {why}" for name, (outcome, why) in results.items() if outcome != "Successful"
+    ]
+    return Verdict(worst, "; ".join(reasons))

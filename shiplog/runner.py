@@ -30,7 +30,7 @@ from producers.kafka import create_topics
 from producers.relay import OutboxRelay
 from shiplog.components import ALL, CONSUMERS, RELAY, subscriptions
 from shiplog.embedded import EmbeddedBroker, EmbeddedPostgres
-from shiplog.settings import EXAMPLE_CONFIG, LOCK_FILE, Settings, read_runtime
+from shiplog.settings import LOCK_FILE, Settings, read_runtime
 from shiplog.targets import TargetPool
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,9 @@ def setup_tracing(components: Sequence[str]) -> None:
 
 
 def workdir_for(config: Path) -> Path:
-    """Where service commands run: the repository for the shipped examples (their
-    commands name deploy/examples/...), else the config directory's parent."""
-    return EXAMPLE_CONFIG.parents[2] if config.resolve() == EXAMPLE_CONFIG else config.resolve().parent
+    """Service commands run in the pipelines directory, so a pipeline names its
+    scripts relative to itself."""
+    return config.resolve()
 
 
 def make_broker(bootstrap: str) -> KafkaBroker:
@@ -96,7 +96,10 @@ async def run_components(
     await create_topics(bootstrap, settings.topic_prefix, settings.topic_replication)
     running = Running(eventlog)
     tasks: list[asyncio.Task[Any]] = []
-    broker = make_broker(bootstrap)
+    # One broker client per consumer: FastStream starts a broker's subscribers one
+    # after another, each waiting out its group's join, so separate brokers started
+    # together come up in the time of one.
+    brokers: list[KafkaBroker] = []
     ports = Ports(log=eventlog, lanes=PostgresLanes(eventlog))
     ports.targets = TargetPool(settings.home, workdir=workdir_for(settings.config))
     ports.pipelines = load_pipelines(settings.config) if settings.config.exists() else {}
@@ -118,10 +121,12 @@ async def run_components(
             tasks.append(asyncio.create_task(running.relay.run_forever(), name="relay"))
         for name in components:
             if name in CONSUMERS:
+                broker = make_broker(bootstrap)
                 shell = ConsumerShell(CONSUMERS[name], eventlog, broker, settings.topic_prefix, ports=ports)
                 shell.subscribe()
                 running.shells.append(shell)
-        await broker.start()
+                brokers.append(broker)
+        await asyncio.gather(*(b.start() for b in brokers))
         if running.relay is not None:
             await _wait_ready(running.relay, next(t for t in tasks if t.get_name() == "relay"))
         from shiplog.metrics import serve
@@ -140,7 +145,7 @@ async def run_components(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await broker.stop()
+        await asyncio.gather(*(b.stop() for b in brokers), return_exceptions=True)
         await ports.targets.close(stop_processes=stop_targets)
         await eventlog.close()
 

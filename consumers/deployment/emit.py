@@ -6,19 +6,20 @@ from events.base import EventData
 from events.deployment import DeploymentPlanned
 from events.envelope import CloudEvent
 from events.registry import new_event
+from events.topics import COMMANDS, topic_for
 
 
 def emit(plan: DeploymentPlanned, data: EventData, *, source: str, cause: CloudEvent) -> CloudEvent:
     """A deployment event: subject and key the deployment id, correlation the release,
-    causation the event it reacts to, and — on a reaction to a person's command —
-    that person as the actor."""
+    causation the event it reacts to, and — only on a direct reaction to a person's
+    command — that person as the actor."""
     return new_event(
         data,
         source=source,
         subject=plan.deployment_id,
         correlationid=plan.release_id,
         causationid=cause.id,
-        actor=cause.actor,
+        actor=cause.actor if topic_for(cause.type) is COMMANDS else None,
     )
 
 

@@ -8,7 +8,10 @@ Environment variables (the release's rendered config) make it misbehave:
 - ``SAMPLE_ERROR_RATE``: fraction 0..1 of requests (other than /healthz) answered 500;
 - ``SAMPLE_LATENCY_MS``: delay added to every request other than /healthz;
 - ``SAMPLE_UNHEALTHY=1``: /healthz answers 503;
-- ``SAMPLE_SERVICE``: the service name it reports (default ``sample``).
+- ``SAMPLE_SERVICE``: the service name it reports (default ``sample``);
+- ``SAMPLE_BAD_VERSIONS``: comma-separated versions that misbehave even when nothing
+  else is set: answered with 50% errors (or ``SAMPLE_ERROR_RATE`` if higher), so one
+  pipeline config can hold a good and a bad release (``shiplog demo`` uses this).
 
 Standard library only, so it starts in a few tens of milliseconds.
 """
@@ -25,11 +28,16 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+BAD_VERSION_ERROR_RATE = 0.5
+
 
 class Behaviour:
-    def __init__(self, environ: dict[str, str] | os._Environ[str]) -> None:
+    def __init__(self, environ: dict[str, str] | os._Environ[str], version: str = "") -> None:
         self.service = environ.get("SAMPLE_SERVICE", "sample")
         self.error_rate = min(max(float(environ.get("SAMPLE_ERROR_RATE") or 0), 0.0), 1.0)
+        bad = {v.strip() for v in environ.get("SAMPLE_BAD_VERSIONS", "").split(",") if v.strip()}
+        if version in bad:
+            self.error_rate = max(self.error_rate, BAD_VERSION_ERROR_RATE)
         self.latency_s = max(float(environ.get("SAMPLE_LATENCY_MS") or 0), 0.0) / 1000
         self.unhealthy = environ.get("SAMPLE_UNHEALTHY", "") not in ("", "0", "false")
 
@@ -80,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(args.version, Behaviour(os.environ)))
+    server = ThreadingHTTPServer(
+        (args.host, args.port), make_handler(args.version, Behaviour(os.environ, args.version))
+    )
     server.daemon_threads = True
 
     def _terminate(signum: int, frame: object) -> None:

@@ -58,6 +58,14 @@ def assess_criteria(criteria: dict[str, Any], build: dict[str, Any], environment
     return failed
 
 
+def may_answer(gate: dict[str, Any], who: str) -> bool:
+    """Whether ``who`` may answer the (today: single) approval level: anyone when the
+    level names nobody."""
+    levels = (gate.get("manual") or {}).get("levels") or [{}]
+    named = levels[0].get("approvers") or []
+    return not named or who in named
+
+
 def decide(state: DeploymentState, event: CloudEvent, *, now: datetime) -> list[CloudEvent]:
     plan = state.plan
     if plan is None or state.terminal:
@@ -66,6 +74,10 @@ def decide(state: DeploymentState, event: CloudEvent, *, now: datetime) -> list[
         return _on_planned(state, plan, event, now) if state.status is Status.PLANNED else []
     if state.status is not Status.AWAITING_APPROVAL:
         return []
+    if event.type_name in (ApprovalGranted.TYPE, ApprovalDenied.TYPE) and not may_answer(
+        plan.gate, event.actor or ""
+    ):
+        return []  # not one of the named approvers: no answer (fail closed)
     if event.type_name == ApprovalGranted.TYPE:
         who = event.actor or "unknown"
         return [
@@ -111,7 +123,7 @@ def _on_planned(
     criteria = gate.get("auto_approve")
     manual = gate.get("manual") or {}
     failed = assess_criteria(criteria, plan.build, plan.environment) if criteria else []
-    if manual.get("required", False):
+    if "manual" in gate and manual.get("required", True):  # fail closed on a bare manual gate
         why = "manual approval required"
     elif criteria and failed:
         why = "automatic approval criteria not met: " + "; ".join(failed)

@@ -23,6 +23,7 @@ from typing import Any
 from consumers.contract import Consumer
 from consumers.deployment import DeploymentState, Status, evolve
 from consumers.deployment.emit import emit, step_id
+from consumers.deployment.state import StepRecord
 from events.command import Pause, Promote, Resume
 from events.deployment import (
     DeploymentApproved,
@@ -140,10 +141,22 @@ def decide(
         return [_paused(plan, event, state.current or 0, f"paused by {event.actor or 'unknown'}")]
     if kind == Resume.TYPE and state.status is Status.PAUSED and state.current is not None:
         record = state.step(state.current)
-        done = record is not None and (record.verified == "Successful" or record.step.kind == "pause")
         resumed = [_resumed(plan, event, state.current)]
+        if record is not None and _never_acted_on(state, record):
+            # the pause came between the step's intent and its processing: act on it now
+            return [*resumed, _step_started(plan, event, state.current)]
+        done = record is not None and (record.verified == "Successful" or record.step.kind == "pause")
         return resumed + (_advance(state, plan, event, state.current) if done else [])
     return []
+
+
+def _never_acted_on(state: DeploymentState, record: StepRecord) -> bool:
+    """A step whose intent is recorded but that nothing acted on (it came while paused)."""
+    if record.step.kind in TARGET_KINDS:
+        return not record.applied
+    if record.step.kind == "pause" and record.step.duration_s is not None:
+        return f"{record.step_id}:timer" not in state.timers_scheduled
+    return False
 
 
 def _start(

@@ -247,11 +247,6 @@ def test_another_timer_while_awaiting_approval_changes_nothing():
     assert decide_on(decide, AWAITING, timer_fired("window")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the level's named approvers ('named users who may approve; empty: anyone') "
-    "are not checked; anyone's grant approves",
-)
 def test_a_grant_by_someone_not_among_the_named_approvers_approves_nothing():
     p = canary_plan(gate={"manual": {"required": True, "levels": [{"name": "prod", "approvers": ["alice"]}]}})
 

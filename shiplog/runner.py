@@ -64,7 +64,10 @@ def workdir_for(config: Path) -> Path:
 def make_broker(bootstrap: str) -> KafkaBroker:
     from faststream.kafka import KafkaBroker
 
-    return KafkaBroker(bootstrap, enable_idempotence=False, client_id=f"shiplog-{os.getpid()}")
+    # Per-message "Received/Processed" lines at DEBUG: the log is the record of work.
+    return KafkaBroker(
+        bootstrap, enable_idempotence=False, client_id=f"shiplog-{os.getpid()}", log_level=logging.DEBUG
+    )
 
 
 @dataclass

@@ -31,6 +31,12 @@ from typing import Any
 BAD_VERSION_ERROR_RATE = 0.5
 
 
+class Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops connection bursts, and a dropped SYN
+    # costs a full second: that would be latency the service does not have
+    request_queue_size = 128
+
+
 class Behaviour:
     def __init__(self, environ: dict[str, str] | os._Environ[str], version: str = "") -> None:
         self.service = environ.get("SAMPLE_SERVICE", "sample")

@@ -210,8 +210,9 @@ async def run_demo(settings: Settings, stop: asyncio.Event, console: Console) ->
     system: asyncio.Future[None] = asyncio.ensure_future(
         run_components(settings, ALL_COMPONENTS(), stop, on_ready=ready.set_result, stop_targets=True)
     )
-    done, _ = await asyncio.wait([system, ready], return_when=asyncio.FIRST_COMPLETED)
-    if system in done:
+    waiting: list[asyncio.Future[Any]] = [system, ready]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if system.done():
         system.result()
     try:
         return await play(settings, ready.result(), console)

@@ -7,11 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
-import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,84 +15,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shiplog.embedded import free_port
-
-SHIPLOG = [sys.executable, "-m", "shiplog"]
-
-
-class Dev:
-    """A `shiplog dev` process and the environment its neighbours use."""
-
-    def __init__(self, home: Path, metrics_port: int):
-        self.env = {
-            k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
-        }
-        self.env.update(SHIPLOG_HOME=str(home), SHIPLOG_METRICS_PORT=str(metrics_port))
-        self.home = home
-        self.metrics_port = metrics_port
-        self.proc: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
-
-    def start(self, timeout: float = 60) -> None:
-        self.output = []
-        self.proc = subprocess.Popen(
-            [*SHIPLOG, "dev"],
-            env=self.env,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        ready = threading.Event()
-
-        def pump() -> None:
-            assert self.proc and self.proc.stderr
-            for line in self.proc.stderr:
-                self.output.append(line)
-                if "shiplog is running" in line:
-                    ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(timeout):
-            self.stop()
-            raise AssertionError("shiplog dev did not start:\n" + "".join(self.output))
-
-    def stop(self) -> int:
-        assert self.proc
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*SHIPLOG, *args], env=self.env, capture_output=True, text=True, timeout=60)
-        if check and result.returncode != 0:
-            raise AssertionError(f"shiplog {' '.join(args)}: {result.returncode}\n{result.stderr}")
-        return result
-
-    def replay(self) -> list[dict]:
-        out = self.cli("audit", "replay", "--json").stdout
-        return [json.loads(line) for line in out.splitlines()]
-
-    def wait_for_events(self, n: int, timeout: float = 30) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while True:
-            events = self.replay()
-            if len(events) >= n or time.monotonic() > deadline:
-                return events
-            time.sleep(0.2)
+from tests.e2e.devproc import SHIPLOG, Dev, running_dev
 
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[Dev]:
-    d = Dev(tmp_path / "home", free_port())
-    try:
-        yield d
-    finally:
-        if d.proc and d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait()
+    yield from running_dev(tmp_path)
 
 
 def publish(dev: Dev, version: str) -> str:

@@ -535,6 +535,18 @@ def rollback(service: str, env: str, to_version: str | None, comment: str, as_na
                 f"no deployment of {service} in {env} in the log: nothing to roll back"
                 f" (environments of {service}: {known})"
             )
+        if to_version is not None:
+            from shiplog.status import find_deployment, load_deployment
+
+            found = await find_deployment(log, service, env)
+            state = await load_deployment(log, found) if found else None
+            restores = state.previous_version if state else None
+            if restores != to_version:
+                raise InvalidInput(
+                    f"rolling back {service} in {env} restores the snapshot taken before its last "
+                    f"deployment, which ran {restores or 'nothing'}, not {to_version}; to run "
+                    f"{to_version}, publish its build again"
+                )
         data = Rollback(service=service, environment=env, to_version=to_version, comment=comment)
         return await _publish(data, actor=actor, subject=f"{service}.{env}", correlationid=None)
 

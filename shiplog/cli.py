@@ -23,8 +23,8 @@ from shiplog.components import ALL
 from shiplog.settings import Settings
 
 T = TypeVar("T")
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _settings(*, running_dev: bool = True, kafka: bool = True, database: bool = True) -> Settings:

@@ -70,14 +70,14 @@ class Dev:
             raise AssertionError(f"shiplog {' '.join(args)}: {result.returncode}\n{result.stderr}")
         return result
 
-    def replay(self) -> list[dict]:
-        out = self.cli("audit", "replay", "--json").stdout
+    def replay(self, *types: str) -> list[dict]:
+        out = self.cli("audit", "replay", "--json", *(a for t in types for a in ("--type", t))).stdout
         return [json.loads(line) for line in out.splitlines()]
 
-    def wait_for_events(self, n: int, timeout: float = 30) -> list[dict]:
+    def wait_for_events(self, n: int, *types: str, timeout: float = 30) -> list[dict]:
         deadline = time.monotonic() + timeout
         while True:
-            events = self.replay()
+            events = self.replay(*types)
             if len(events) >= n or time.monotonic() > deadline:
                 return events
             time.sleep(0.2)

@@ -18,6 +18,9 @@ import pytest
 from tests.e2e.devproc import SHIPLOG, Dev, running_dev
 
 
+BUILD = "shiplog.build.completed.v1"
+
+
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[Dev]:
     yield from running_dev(tmp_path)
@@ -61,12 +64,15 @@ def test_one_command_starts_it_all_and_a_build_lands_in_the_audited_log(dev: Dev
     assert "already running" in second.stderr
 
     event_id = publish(dev, "1.4.2")
-    [entry] = dev.wait_for_events(1)
+    [entry] = dev.wait_for_events(1, BUILD)
     assert entry["event"]["id"] == event_id
     assert entry["event"]["type"] == "shiplog.build.completed.v1"
     assert entry["event"]["data"]["tests"] == {"passed": 120, "failed": 0, "coverage": 87.5}
     assert entry["stream"] == f"release-{event_id}"
-    assert "ok: 1 events" in dev.cli("audit", "verify").stdout
+    # planning rejects it (no pipeline for checkout): a second event, with the reason
+    [rejected] = dev.wait_for_events(1, "shiplog.deployment.rejected.v1")
+    assert rejected["event"]["data"]["reasons"][0]["code"] == "no_pipeline"
+    assert "ok: 2 events" in dev.cli("audit", "verify").stdout
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{dev.metrics_port}/metrics").read().decode()
     assert 'shiplog_consumer_messages_total{consumer="recorder",outcome="handled"} 1.0' in metrics
@@ -77,7 +83,7 @@ def test_one_command_starts_it_all_and_a_build_lands_in_the_audited_log(dev: Dev
     # Started again: the log survived, and new work flows.
     dev.start()
     second_id = publish(dev, "1.4.3")
-    events = dev.wait_for_events(2)
+    events = dev.wait_for_events(2, BUILD)
     assert [e["event"]["id"] for e in events] == [event_id, second_id]
     assert dev.stop() == 0
 
@@ -85,7 +91,8 @@ def test_one_command_starts_it_all_and_a_build_lands_in_the_audited_log(dev: Dev
 def test_audit_verify_names_the_row_altered_with_plain_sql(dev: Dev) -> None:
     dev.start()
     ids = [publish(dev, f"2.0.{i}") for i in range(3)]
-    assert len(dev.wait_for_events(3)) == 3
+    builds = dev.wait_for_events(3, BUILD)
+    [altered] = [b["position"] for b in builds if b["event"]["id"] == ids[1]]
     runtime = json.loads((dev.home / "dev.json").read_text())
 
     async def tamper() -> None:
@@ -102,7 +109,7 @@ def test_audit_verify_names_the_row_altered_with_plain_sql(dev: Dev) -> None:
     asyncio.run(tamper())
     result = dev.cli("audit", "verify", check=False)
     assert result.returncode == 1
-    assert "first bad global position 2" in result.stdout
+    assert f"first bad global position {altered}:" in result.stdout
     dev.stop()
 
 

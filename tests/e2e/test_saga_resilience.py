@@ -113,7 +113,10 @@ async def test_execution_killed_mid_canary_completes_without_applying_a_step_twi
     async def window() -> str | None:
         events = await stream_events(eventlog, production)
         if terminal(events) is not None:
-            raise AssertionError(f"production ended before the kill: {types(events)}")
+            raise AssertionError(
+                f"production ended before the kill: {types(events)}\n"
+                + "\n".join(json.dumps(e.data)[:3000] for e in events if "failed" in e.type)
+            )
         if _started(events, 2) and not _applied(events, 2):
             return "step 2 started, not applied"
         if _applied(events, 2):
@@ -124,6 +127,7 @@ async def test_execution_killed_mid_canary_completes_without_applying_a_step_twi
     caught = await wait_for(window, timeout=60, what="step.started index 2", dump=shiplog.logs)
     execution.kill()
     killed_at = time.monotonic() - t0
+    at_kill = {t["spec"]["version"]: t["weight"] for t in shiplog.target_record("production")["tracks"]}
     before = await stream_events(eventlog, production)
     await asyncio.sleep(1.0)
     await execution.start_async()
@@ -161,6 +165,6 @@ async def test_execution_killed_mid_canary_completes_without_applying_a_step_twi
     seen = await serving(endpoint)
     assert set(seen) == {"1.0.0"}, seen
     print(
-        f"\nkill: {caught} after {killed_at:.2f}s; before the kill: {types(before)[-4:]}; "
+        f"\nkill: {caught} after {killed_at:.2f}s; target weights then {at_kill}; before the kill: {types(before)[-4:]}; "
         f"already_applied after restart: {[e.data['index'] for e in applied if e.data['already_applied']]}"
     )

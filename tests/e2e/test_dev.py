@@ -17,7 +17,6 @@ import pytest
 
 from tests.e2e.devproc import SHIPLOG, Dev, running_dev
 
-
 BUILD = "shiplog.build.completed.v1"
 
 

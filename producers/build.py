@@ -10,14 +10,11 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from aiokafka.errors import KafkaError
-
 from events.build import BuildCompleted
 from events.envelope import CloudEvent
-from events.errors import AdapterUnavailable
 from events.registry import new_event
 from events.topics import BUILDS, topic_name
-from producers.kafka import headers, new_producer
+from producers.kafka import publish_one
 
 
 def build_event(data: BuildCompleted | dict[str, Any], *, source: str | None = None) -> CloudEvent:
@@ -42,17 +39,5 @@ async def publish_build(
 ) -> CloudEvent:
     """Publish a build.completed event and wait for the broker's acknowledgement."""
     event = build_event(data, source=source)
-    producer = new_producer(bootstrap)
-    try:
-        await producer.start()
-        await producer.send_and_wait(
-            topic_name(BUILDS, topic_prefix),
-            value=event.to_bytes(),
-            key=event.subject.encode(),
-            headers=headers(event.id, event.type, event.correlationid),
-        )
-    except KafkaError as exc:
-        raise AdapterUnavailable(f"could not publish to Kafka at {bootstrap}: {exc}") from exc
-    finally:
-        await producer.stop()
+    await publish_one(bootstrap, topic_name(BUILDS, topic_prefix), event)
     return event

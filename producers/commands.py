@@ -11,15 +11,13 @@ consumers decide what the command does; publishing it only says it was given.
 
 from __future__ import annotations
 
-from aiokafka.errors import KafkaError
-
 from events.base import EventData
 from events.command import Rollback
 from events.envelope import CloudEvent
-from events.errors import AdapterUnavailable, InvalidInput
+from events.errors import InvalidInput
 from events.registry import new_event
 from events.topics import COMMANDS, topic_for, topic_name
-from producers.kafka import headers, new_producer
+from producers.kafka import publish_one
 
 SOURCE = "shiplog/cli"
 
@@ -69,17 +67,5 @@ async def publish_command(
     """Publish a command on ``shiplog.commands`` keyed by ``subject`` and wait for
     the broker's acknowledgement. Raises ``AdapterUnavailable`` on Kafka trouble."""
     event = command_event(data, actor=actor, subject=subject, correlationid=correlationid)
-    producer = new_producer(bootstrap)
-    try:
-        await producer.start()
-        await producer.send_and_wait(
-            topic_name(COMMANDS, topic_prefix),
-            value=event.to_bytes(),
-            key=event.subject.encode(),
-            headers=headers(event.id, event.type, event.correlationid),
-        )
-    except KafkaError as exc:
-        raise AdapterUnavailable(f"could not publish to Kafka at {bootstrap}: {exc}") from exc
-    finally:
-        await producer.stop()
+    await publish_one(bootstrap, topic_name(COMMANDS, topic_prefix), event)
     return event

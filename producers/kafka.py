@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from events.envelope import CONTENT_TYPE
+from events.envelope import CONTENT_TYPE, CloudEvent
 from events.errors import AdapterUnavailable
 from events.topics import ALL_TOPICS, topic_name
 
@@ -58,6 +58,24 @@ def new_producer(bootstrap: str, **kwargs: object) -> AIOKafkaProducer:
         client_id=f"shiplog-{os.getpid()}",
         **kwargs,
     )
+
+
+async def publish_one(bootstrap: str, topic: str, event: CloudEvent) -> None:
+    """Publish one event, keyed by its subject, and wait for the broker's
+    acknowledgement (what a CLI or a CI job does). ``AdapterUnavailable`` on trouble."""
+    producer = new_producer(bootstrap)
+    try:
+        await producer.start()
+        await producer.send_and_wait(
+            topic,
+            value=event.to_bytes(),
+            key=event.subject.encode(),
+            headers=headers(event.id, event.type, event.correlationid),
+        )
+    except KafkaError as exc:
+        raise AdapterUnavailable(f"could not publish to Kafka at {bootstrap}: {exc}") from exc
+    finally:
+        await producer.stop()
 
 
 async def create_topics(bootstrap: str, prefix: str = "", replication: int = 1) -> list[str]:

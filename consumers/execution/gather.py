@@ -4,6 +4,7 @@ free the lane. Everything it learns goes to decide as data."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from adapters.targets import Release, Step
@@ -25,13 +26,13 @@ from events.execution import StepStarted
 from events.registry import REGISTRY
 
 
-def release_of(plan: DeploymentPlanned) -> Release:
+def release_of(plan: DeploymentPlanned, config_dir: Path | None = None) -> Release:
     return Release(
         service=plan.service,
         environment=plan.environment,
         version=plan.version,
         artifact=plan.artifact,
-        config=resolve_values(plan.values),
+        config=resolve_values(plan.values, config_dir),
         settings=plan.target.settings,
     )
 
@@ -60,18 +61,18 @@ async def gather(ports: Any, state: DeploymentState, event: CloudEvent) -> Facts
         record = state.step(started.index)
         if started.step.kind not in TARGET_KINDS or record is None or record.applied:
             return None
-        target = ports.targets(plan.target.type, plan.target.settings)
-        strategy_replicas = started.step.replicas or 1
-        step = Step(
-            step_id=started.step_id,
-            deployment_id=plan.deployment_id,
-            kind=started.step.kind,  # type: ignore[arg-type]
-            release=release_of(plan),
-            weight=started.step.weight,
-            batch_size=started.step.batch_size or 1,
-            replicas=strategy_replicas,
-        )
         try:
+            # a secret that stopped resolving since planning fails the step, not the consumer
+            step = Step(
+                step_id=started.step_id,
+                deployment_id=plan.deployment_id,
+                kind=started.step.kind,  # type: ignore[arg-type]
+                release=release_of(plan, getattr(ports, "config_dir", None)),
+                weight=started.step.weight,
+                batch_size=started.step.batch_size or 1,
+                replicas=started.step.replicas or 1,
+            )
+            target = ports.targets(plan.target.type, plan.target.settings)
             result = await target.apply(step)
         except ShiplogError as exc:
             if exc.retryable:

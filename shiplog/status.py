@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from adapters.eventlog.postgres import PostgresEventLog, unavailable_as_error
+from adapters.eventlog.postgres import PostgresEventLog
 from adapters.eventlog.records import RawRecord
 from consumers.deployment import DeploymentState, Status, fold
 from events.deployment import DeploymentPlanned, DeploymentRolledBack, DeploymentSucceeded, deployment_stream
@@ -31,13 +31,6 @@ from events.registry import REGISTRY
 STREAM_PREFIX = deployment_stream("")
 #: statuses of a deployment that is changing its target right now
 EXECUTING = frozenset({Status.RUNNING, Status.PAUSED, Status.ROLLING_BACK})
-
-# The order of RawRecord's fields.
-_COLUMNS = (
-    "position, stream_id, stream_version, event_id, event_type, topic, partition_key,"
-    " correlation_id, publish, recorded_at, body, hash"
-)
-
 
 @dataclass(frozen=True)
 class Serving:
@@ -186,19 +179,10 @@ class _Loaded:
     serving: dict[tuple[str, str], tuple[int, Serving]]
 
 
-def _like_prefix(prefix: str) -> str:
-    """A LIKE pattern matching exactly the strings that start with ``prefix``."""
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped + "%"
-
-
 async def _rows(log: PostgresEventLog, stream_prefix: str) -> list[RawRecord]:
     """Every event of the deployment streams whose id starts with ``stream_prefix``,
     in global order: one query."""
-    query = f"SELECT {_COLUMNS} FROM events WHERE stream_id LIKE $1 ESCAPE '\\' ORDER BY position"
-    with unavailable_as_error("read"):
-        rows = await log.pool.fetch(query, _like_prefix(stream_prefix))
-    return [RawRecord(*row) for row in rows]
+    return [row async for row in log.scan(stream_prefix=stream_prefix)]
 
 
 def _serving_from(event: CloudEvent, recorded_at: datetime) -> tuple[tuple[str, str], Serving] | None:

@@ -413,13 +413,21 @@ class PostgresEventLog:
 
     @staticmethod
     def _filters(
-        after: int, stream_id: str | None, types: Sequence[str] | None, since: datetime | None
+        after: int,
+        stream_id: str | None,
+        types: Sequence[str] | None,
+        since: datetime | None,
+        stream_prefix: str | None = None,
     ) -> tuple[str, list[Any]]:
         conditions = ["position > $1"]
         args: list[Any] = [after]
         if stream_id is not None:
             args.append(stream_id)
             conditions.append(f"stream_id = ${len(args)}")
+        if stream_prefix is not None:
+            escaped = stream_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            args.append(escaped + "%")
+            conditions.append(f"stream_id LIKE ${len(args)} ESCAPE '\\'")
         if types:
             args.append(list(types))
             conditions.append(f"event_type = ANY(${len(args)}::text[])")
@@ -435,11 +443,12 @@ class PostgresEventLog:
         stream_id: str | None = None,
         types: Sequence[str] | None = None,
         since: datetime | None = None,
+        stream_prefix: str | None = None,
         prefetch: int = 5000,
     ) -> AsyncIterator[RawRecord]:
         """Every matching row in global order through a server-side cursor: constant
         memory, one round trip per ``prefetch`` rows."""
-        where, args = self._filters(after, stream_id, types, since)
+        where, args = self._filters(after, stream_id, types, since, stream_prefix)
         query = f"SELECT {_COLUMNS} FROM events WHERE {where} ORDER BY position"
         with unavailable_as_error("scan"):
             async with self._pool.acquire() as conn, conn.transaction(readonly=True):

@@ -100,7 +100,9 @@ class ConsumerShell:
         topics = [topic_name(t, self.topic_prefix) for t in self.consumer.topics]
         self.broker.subscriber(
             *topics,
-            group_id=self.consumer.name,
+            # the topic namespace names the groups too: installs (and tests) sharing
+            # a broker never share consumer groups
+            group_id=f"{self.topic_prefix}{self.consumer.name}",
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             title=f"{self.consumer.name}",

@@ -104,7 +104,9 @@ def dev() -> None:
     try:
         with environment as settings:
             run_until_signal(
-                lambda stop: run_components(settings, ALL, stop, on_ready=_banner(settings, ALL, environment))
+                lambda stop: run_components(
+                    settings, ALL, stop, on_ready=_banner(settings, ALL, environment), stop_targets=True
+                )
             )
     except ShiplogError as exc:
         err.print(f"[red]error:[/red] {exc}")

@@ -95,6 +95,11 @@ async def run_components(
     assert settings.kafka_bootstrap_servers and settings.database_url
     setup_tracing(components)
     bootstrap = settings.kafka_bootstrap_servers
+    # Only planning reads the config; a bad file stops it (and `dev`) with every error,
+    # before anything is connected.
+    pipelines = {}
+    if "planning" in components and settings.config.exists():
+        pipelines = load_pipelines(settings.config)
     eventlog = await PostgresEventLog.connect(settings.database_url, schema=settings.log_schema)
     await create_topics(bootstrap, settings.topic_prefix, settings.topic_replication)
     running = Running(eventlog)
@@ -105,7 +110,7 @@ async def run_components(
     brokers: list[KafkaBroker] = []
     ports = Ports(log=eventlog, lanes=PostgresLanes(eventlog))
     ports.targets = TargetPool(settings.home, workdir=workdir_for(settings.config))
-    ports.pipelines = load_pipelines(settings.config) if settings.config.exists() else {}
+    ports.pipelines = pipelines
     ports.config_dir = settings.config
     running.ports = ports
     if "timers" in components:

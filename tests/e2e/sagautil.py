@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,15 +241,6 @@ def kill_leftovers(path: Path, rounds: int = 3) -> list[int]:
     return killed
 
 
-@contextlib.contextmanager
-def shiplog_env(tmp_path: Path, **kwargs: Any) -> Iterator[Shiplog]:
-    system = Shiplog(tmp_path, **kwargs)
-    try:
-        yield system
-    finally:
-        system.stop_all()
-
-
 # -- builds -----------------------------------------------------------------------------
 
 
@@ -287,9 +278,7 @@ class Logged:
 
 async def stream_events(log: PostgresEventLog, stream: str) -> list[Logged]:
     return [
-        Logged(
-            r.position, r.stream_id, r.event.type_name, r.event.data, r.event.subject, r.event.actor
-        )
+        Logged(r.position, r.stream_id, r.event.type_name, r.event.data, r.event.subject, r.event.actor)
         for r in await log.read_stream(stream)
     ]
 
@@ -346,7 +335,7 @@ async def wait_stream(
     def describe() -> str:
         return f"{stream}: ...\n{dump() if dump else ''}"
 
-    return await wait_for(check, timeout=timeout, what=f"{what} in {stream}", dump=describe)  # type: ignore[no-any-return]
+    return await wait_for(check, timeout=timeout, what=f"{what} in {stream}", dump=describe)
 
 
 def has(events: Sequence[Logged], type_: str, **data: Any) -> bool:

@@ -43,10 +43,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from adapters.eventlog import EventLog, Handled
 from consumers.contract import Consumer
 from events.deadletter import MessageDeadLettered
-from events.envelope import CloudEvent
+from events.envelope import CloudEvent, split_type
 from events.errors import ConcurrencyConflict, InvalidEvent, ShiplogError
 from events.registry import REGISTRY, EventRegistry, new_event
 from events.topics import DEADLETTER, topic_name
+from producers.kafka import TYPE_HEADER
 from producers.kafka import headers as event_headers
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,10 @@ class ConsumerShell:
     policy: dict[str, Any] = field(default_factory=dict)
     #: the adapters ``gather`` may use (targets, metrics, config), built by the runner
     ports: Any = None
+    #: how long the broker may hold a fetch when there is nothing to read. Kafka
+    #: answers as soon as data arrives; the embedded broker waits this out, so
+    #: `shiplog dev` lowers it (each saga hop starts with an idle consumer).
+    fetch_max_wait_ms: int = 500
     #: counters for /metrics and tests
     stats: dict[str, int] = field(
         default_factory=lambda: {"handled": 0, "duplicates": 0, "deadlettered": 0, "retries": 0, "skipped": 0}
@@ -105,6 +110,7 @@ class ConsumerShell:
             group_id=f"{self.topic_prefix}{self.consumer.name}",
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             title=f"{self.consumer.name}",
             description=self.consumer.description,
         )(self.on_message)
@@ -112,6 +118,12 @@ class ConsumerShell:
     async def on_message(self, msg: InjectedMessage) -> None:
         record = msg.raw_message
         carrier = {k: v.decode(errors="replace") for k, v in (record.headers or ())}  # type: ignore[union-attr]
+        if self._unwanted(carrier.get(TYPE_HEADER)):
+            # Most messages on a shared topic are for other consumers: skip them by
+            # their header, before decoding. (No header: decode and decide as usual.)
+            self.stats["skipped"] += 1
+            await self._commit(msg)
+            return
         ctx = TraceContextTextMapPropagator().extract(carrier)
         with tracer.start_as_current_span(f"{self.consumer.name} handle", context=ctx):
             try:
@@ -120,6 +132,14 @@ class ConsumerShell:
                 await msg.nack()
                 raise
         await self._commit(msg)
+
+    def _unwanted(self, event_type: str | None) -> bool:
+        if not event_type or not self.consumer.accepts:
+            return False
+        try:
+            return split_type(event_type)[0] not in self.consumer.accepts
+        except InvalidEvent:
+            return False  # a malformed type is decoded, and dead-lettered, as usual
 
     async def _process(self, msg: KafkaMessage) -> None:
         try:

@@ -130,7 +130,14 @@ async def run_components(
         for name in components:
             if name in CONSUMERS:
                 broker = make_broker(bootstrap)
-                shell = ConsumerShell(CONSUMERS[name], eventlog, broker, settings.topic_prefix, ports=ports)
+                shell = ConsumerShell(
+                    CONSUMERS[name],
+                    eventlog,
+                    broker,
+                    settings.topic_prefix,
+                    ports=ports,
+                    fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                )
                 shell.subscribe()
                 running.shells.append(shell)
                 brokers.append(broker)
@@ -179,6 +186,10 @@ def run_until_signal(coro_factory: Callable[[asyncio.Event], Any]) -> None:
     asyncio.run(main())
 
 
+#: fetch wait against the embedded broker: lower is faster per hop, costlier in CPU
+EMBEDDED_FETCH_WAIT_MS = 25
+
+
 class AlreadyRunning(InvalidInput):
     pass
 
@@ -211,7 +222,15 @@ class DevEnvironment:
             settings = self.settings
             if not settings.kafka_bootstrap_servers:
                 self.broker = EmbeddedBroker.start(log_file=home / "broker.log")
-                settings = settings.model_copy(update={"kafka_bootstrap_servers": self.broker.bootstrap})
+                settings = settings.model_copy(
+                    update={
+                        "kafka_bootstrap_servers": self.broker.bootstrap,
+                        # the embedded broker holds an idle fetch for its full wait
+                        "kafka_fetch_max_wait_ms": min(
+                            settings.kafka_fetch_max_wait_ms, EMBEDDED_FETCH_WAIT_MS
+                        ),
+                    }
+                )
             if not settings.database_url:
                 self.postgres = EmbeddedPostgres.start(home / "pgdata")
                 settings = settings.model_copy(update={"database_url": self.postgres.dsn})

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     topic_replication: int = 1
     metrics_port: int = DEFAULT_METRICS_PORT
     log_level: str = "INFO"
+    #: how long an idle consumer's fetch may wait at the broker (Kafka answers as soon as
+    #: data arrives; the embedded broker waits this out, so `shiplog dev` lowers it)
+    kafka_fetch_max_wait_ms: int = 500
     #: the pipelines directory (one <service>.yaml each); default: the examples
     config: Path = EXAMPLE_CONFIG
 

@@ -32,6 +32,7 @@ STREAM_PREFIX = deployment_stream("")
 #: statuses of a deployment that is changing its target right now
 EXECUTING = frozenset({Status.RUNNING, Status.PAUSED, Status.ROLLING_BACK})
 
+
 @dataclass(frozen=True)
 class Serving:
     """What serves in one environment, and which event says so."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from consumers.contract import Consumer
 from consumers.planning.calendar import is_open, next_opening
-from consumers.planning.pipeline import PipelineFile
+from consumers.planning.pipeline import Environment, PipelineFile
 from consumers.planning.strategy import StrategyPlan as ConfiguredPlan
 from events.build import BuildCompleted
 from events.deployment import (
@@ -242,7 +242,7 @@ def _plan_deployment(event: CloudEvent, facts: PlanningFacts, now: datetime) -> 
         "target": TargetRef(type=env.target.type, settings=env.target.settings),
         "values": env_facts.values,
         "gate": env.gate.model_dump(mode="json", exclude_none=True),
-        "analysis": env.analysis.model_dump(mode="json", exclude_none=True),
+        "analysis": _analysis(env),
     }
     plan_hash = hashlib.sha256(
         json.dumps(
@@ -287,6 +287,16 @@ def _plan_deployment(event: CloudEvent, facts: PlanningFacts, now: datetime) -> 
             **envelope,
         ),
     ]
+
+
+def _analysis(env: Environment) -> dict[str, Any]:
+    """The analysis as the plan records it. ``exclude_none`` drops unset options, but
+    ``health: null`` is a choice ("no health check"), not an unset option: without
+    the key, verification would fall back to its default health check."""
+    analysis = env.analysis.model_dump(mode="json", exclude_none=True)
+    if env.analysis.health is None:
+        analysis["health"] = None
+    return analysis
 
 
 def _consumer() -> Consumer[PlanningState]:

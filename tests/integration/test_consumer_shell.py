@@ -167,7 +167,7 @@ async def test_database_stopped_mid_stream_commits_nothing_and_resumes(
         ) as shell:
             first = await publish_build(kafka_bootstrap, BUILD, topic_prefix=topic_prefix)
             await eventually(lambda: shell.stats["handled"] == 1)
-            committed_before = await _committed(kafka_bootstrap, recorder.name, builds)
+            committed_before = await _committed(kafka_bootstrap, topic_prefix + recorder.name, builds)
             assert committed_before == 1
 
             pg.stop()
@@ -178,11 +178,11 @@ async def test_database_stopped_mid_stream_commits_nothing_and_resumes(
                 for i in range(3)
             ]
             await eventually(lambda: shell.stats["retries"] >= 3, what="retries while db is down")
-            assert await _committed(kafka_bootstrap, recorder.name, builds) == committed_before
+            assert await _committed(kafka_bootstrap, topic_prefix + recorder.name, builds) == committed_before
 
             pg = EmbeddedPostgres.start(tmp_path / "pg")
             await eventually(lambda: shell.stats["handled"] == 4, timeout=30, what="processing to resume")
-        assert await _committed(kafka_bootstrap, recorder.name, builds) == 4
+        assert await _committed(kafka_bootstrap, topic_prefix + recorder.name, builds) == 4
         for event in [first, *later]:
             assert await log.is_handled(recorder.name, event.id)
         assert shell.stats["deadlettered"] == 0

@@ -46,7 +46,7 @@ from events.deadletter import MessageDeadLettered
 from events.envelope import CloudEvent, split_type
 from events.errors import ConcurrencyConflict, InvalidEvent, ShiplogError
 from events.registry import REGISTRY, EventRegistry, new_event
-from events.topics import DEADLETTER, topic_name
+from events.topics import DEADLETTER, topic_for, topic_name
 from producers.kafka import TYPE_HEADER
 from producers.kafka import headers as event_headers
 
@@ -78,6 +78,31 @@ def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, KafkaError | OSError | asyncio.TimeoutError)
 
 
+class LocalDispatch:
+    """Hands events appended by one shell to every shell of this process that reads
+    their topic and reacts to their type. Kafka still delivers each of them: it is
+    the durable path, this only the quick one, and handled records make the second
+    arrival a duplicate."""
+
+    def __init__(self, shells: list[ConsumerShell]):
+        self.shells = shells
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __call__(self, events: list[CloudEvent]) -> None:
+        for event in events:
+            topic = topic_for(event.type).name
+            for shell in self.shells:
+                if topic in shell.consumer.topics and shell.consumer.wants(event):
+                    task = asyncio.create_task(shell.handle_local(event))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for the local handlings under way (before shutting down)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 @dataclass
 class ConsumerShell:
     consumer: Consumer[Any]
@@ -95,6 +120,10 @@ class ConsumerShell:
     #: answers as soon as data arrives; the embedded broker waits this out, so
     #: `shiplog dev` lowers it (each saga hop starts with an idle consumer).
     fetch_max_wait_ms: int = 500
+    #: the in-process fast path: called with the events this shell appended, so the
+    #: other consumers of this process react without waiting for the relay and Kafka
+    #: (the Kafka delivery that follows finds their handled records: a duplicate)
+    on_appended: Callable[[list[CloudEvent]], None] | None = None
     #: counters for /metrics and tests
     stats: dict[str, int] = field(
         default_factory=lambda: {"handled": 0, "duplicates": 0, "deadlettered": 0, "retries": 0, "skipped": 0}
@@ -188,8 +217,20 @@ class ConsumerShell:
             except ConcurrencyConflict:
                 continue
             self.stats["duplicates" if result.duplicate else "handled"] += 1
+            if new and not result.duplicate and self.consumer.publish and self.on_appended is not None:
+                self.on_appended(new)
             return
         raise ConcurrencyConflict(f"{MAX_CONFLICT_RETRIES} conflicts in a row on {stream}")
+
+    async def handle_local(self, event: CloudEvent) -> None:
+        """The fast path: handle an event appended in this process. Any trouble is
+        left to the Kafka delivery of the same event, which always follows."""
+        try:
+            await self.handle(event)
+        except Exception as exc:
+            log.debug(
+                "%s: local handling of %s failed (%s); Kafka redelivers", self.consumer.name, event.id, exc
+            )
 
     async def _deadletter(self, msg: KafkaMessage, reason: str, error: str) -> None:
         record = msg.raw_message

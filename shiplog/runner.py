@@ -23,7 +23,7 @@ from adapters.eventlog.lanes import PostgresLanes
 from adapters.eventlog.timers import PostgresTimerStore
 from consumers.contract import Ports
 from consumers.planning.loader import load_pipelines
-from consumers.shell import ConsumerShell
+from consumers.shell import ConsumerShell, LocalDispatch
 from consumers.timers import TimerScheduler
 from events.errors import InvalidInput
 from producers.kafka import create_topics
@@ -141,6 +141,10 @@ async def run_components(
                 shell.subscribe()
                 running.shells.append(shell)
                 brokers.append(broker)
+        if settings.local_dispatch and len(running.shells) > 1:
+            dispatch = LocalDispatch(running.shells)
+            for shell in running.shells:
+                shell.on_appended = dispatch
         await asyncio.gather(*(b.start() for b in brokers))
         if running.relay is not None:
             await _wait_ready(running.relay, next(t for t in tasks if t.get_name() == "relay"))

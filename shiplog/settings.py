@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     #: how long an idle consumer's fetch may wait at the broker (Kafka answers as soon as
     #: data arrives; the embedded broker waits this out, so `shiplog dev` lowers it)
     kafka_fetch_max_wait_ms: int = 500
+    #: consumers in one process hand each other what they append at once (Kafka
+    #: still delivers it, as the durable path; the second arrival is a duplicate)
+    local_dispatch: bool = True
     #: the pipelines directory (one <service>.yaml each); default: the examples
     config: Path = EXAMPLE_CONFIG
 

@@ -27,6 +27,7 @@ import asyncio
 import base64
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,6 +57,9 @@ tracer = trace.get_tracer("shiplog.consumers")
 #: Conflicts are settled by reloading and deciding again; this many in a row
 #: means something is wrong and the message is retried later like any trouble.
 MAX_CONFLICT_RETRIES = 10
+#: how many handled event ids a shell remembers (a bounded cache; the handled
+#: records in the log stay the authority)
+RECENT_HANDLED = 10_000
 
 
 @dataclass
@@ -124,6 +128,7 @@ class ConsumerShell:
     #: other consumers of this process react without waiting for the relay and Kafka
     #: (the Kafka delivery that follows finds their handled records: a duplicate)
     on_appended: Callable[[list[CloudEvent]], None] | None = None
+    _recent: OrderedDict[str, None] = field(default_factory=OrderedDict, repr=False)
     #: counters for /metrics and tests
     stats: dict[str, int] = field(
         default_factory=lambda: {"handled": 0, "duplicates": 0, "deadlettered": 0, "retries": 0, "skipped": 0}
@@ -197,7 +202,7 @@ class ConsumerShell:
             self.stats["skipped"] += 1
             return
         handled = Handled(self.consumer.name, event.id)
-        if await self.log.is_handled(handled.consumer, handled.event_id):
+        if event.id in self._recent or await self.log.is_handled(handled.consumer, handled.event_id):
             self.stats["duplicates"] += 1
             return
         if self.consumer.locate is not None:
@@ -217,10 +222,18 @@ class ConsumerShell:
             except ConcurrencyConflict:
                 continue
             self.stats["duplicates" if result.duplicate else "handled"] += 1
+            self._remember(event.id)
             if new and not result.duplicate and self.consumer.publish and self.on_appended is not None:
                 self.on_appended(new)
             return
         raise ConcurrencyConflict(f"{MAX_CONFLICT_RETRIES} conflicts in a row on {stream}")
+
+    def _remember(self, event_id: str) -> None:
+        """Ids whose handled record this shell has seen committed: their second
+        arrival (Kafka after the fast path, a redelivery) needs no database look-up."""
+        self._recent[event_id] = None
+        if len(self._recent) > RECENT_HANDLED:
+            self._recent.popitem(last=False)
 
     async def handle_local(self, event: CloudEvent) -> None:
         """The fast path: handle an event appended in this process. Any trouble is

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -60,6 +61,8 @@ MAX_CONFLICT_RETRIES = 10
 #: how many handled event ids a shell remembers (a bounded cache; the handled
 #: records in the log stay the authority)
 RECENT_HANDLED = 10_000
+#: how long finished messages' offsets wait to be committed together
+COMMIT_INTERVAL_S = 0.05
 
 
 @dataclass
@@ -128,7 +131,12 @@ class ConsumerShell:
     #: other consumers of this process react without waiting for the relay and Kafka
     #: (the Kafka delivery that follows finds their handled records: a duplicate)
     on_appended: Callable[[list[CloudEvent]], None] | None = None
+    #: offsets of finished messages are committed in the background, coalesced over
+    #: this many seconds (0: an awaited commit after every message)
+    commit_interval_s: float = COMMIT_INTERVAL_S
     _recent: OrderedDict[str, None] = field(default_factory=OrderedDict, repr=False)
+    _pending: dict[Any, dict[TopicPartition, int]] = field(default_factory=dict, repr=False)
+    _committer: asyncio.Task[None] | None = field(default=None, repr=False)
     #: counters for /metrics and tests
     stats: dict[str, int] = field(
         default_factory=lambda: {"handled": 0, "duplicates": 0, "deadlettered": 0, "retries": 0, "skipped": 0}
@@ -285,9 +293,40 @@ class ConsumerShell:
         log.warning("%s: dead-lettered %s@%s: %s", self.consumer.name, record.topic, record.offset, error)  # type: ignore[union-attr]
 
     async def _commit(self, msg: KafkaMessage) -> None:
+        """Commit past ``msg`` — whose work is in the log — soon, coalesced with the
+        commits of the messages after it. Still at least once: only offsets of
+        finished messages are committed (one message at a time per subscriber, so
+        they are contiguous), and a redelivery finds its handled record."""
+        consumer = getattr(msg, "consumer", None)
+        record = msg.raw_message
+        if self.commit_interval_s <= 0 or consumer is None:
+            await self._ack_now(msg)
+            return
+        tp = TopicPartition(record.topic, record.partition)  # type: ignore[union-attr]
+        self._pending.setdefault(consumer, {})[tp] = record.offset + 1  # type: ignore[union-attr]
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_soon(self.commit_interval_s))
+
+    async def _ack_now(self, msg: KafkaMessage) -> None:
         try:
             await msg.ack()
         except KafkaError as exc:
             # The work is in the log with its handled record: a redelivery after
             # a failed commit finds it handled and appends nothing.
             log.warning("%s: offset commit failed (%s); redelivery is harmless", self.consumer.name, exc)
+
+    async def flush_commits(self) -> None:
+        """Commit what is finished now (before the broker stops)."""
+        if self._committer is not None and not self._committer.done():
+            self._committer.cancel()
+        await self._commit_soon(0)
+
+    async def _commit_soon(self, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        pending, self._pending = self._pending, {}
+        for consumer, offsets in pending.items():
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as exc:  # revoked meanwhile, broker away: redelivery is harmless
+                log.warning("%s: offset commit failed (%s); redelivery is harmless", self.consumer.name, exc)

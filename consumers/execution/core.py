@@ -145,7 +145,12 @@ def decide(
         if record is not None and _never_acted_on(state, record):
             # the pause came between the step's intent and its processing: act on it now
             return [*resumed, _step_started(plan, event, state.current)]
-        done = record is not None and (record.verified == "Successful" or record.step.kind == "pause")
+        if record is not None and record.step.kind == "pause" and record.step.duration_s is None:
+            return []  # an indefinite pause waits for exactly `promote`
+        # Inconclusive paused for a person; their resume is the decision to go on.
+        done = record is not None and (
+            record.verified in ("Successful", "Inconclusive") or record.step.kind == "pause"
+        )
         return resumed + (_advance(state, plan, event, state.current) if done else [])
     return []
 

@@ -585,3 +585,26 @@ def test_after_rolling_back_or_ending_nothing_moves(ended, incoming, facts):
 
 def test_a_stream_without_a_plan_decides_nothing():
     assert decide_on(decide, [], approved(), facts=CLAIMED) == []
+
+
+def test_resume_after_an_inconclusive_analysis_goes_on_as_the_person_decided():
+    history = [
+        *running(CANARY, at=SET_50, stage="applied"),
+        verification_inconclusive(SET_50),
+        deployment_paused(SET_50),
+    ]
+
+    out = decide_on(decide, history, command(Resume, "erin"))
+
+    assert kinds(out) == ["deployment.resumed", "step.started"]
+    assert payload(out[1], StepStarted).index == PAUSE_30S
+
+
+def test_resume_does_not_end_an_indefinite_pause_only_promote_does():
+    indefinite = plan(
+        (PlannedStep(kind="set_weight", weight=20), PlannedStep(kind="pause"), PlannedStep(kind="promote"))
+    )
+    history = [*running(indefinite, at=1), deployment_paused(1, "waiting for promote", by=None)]
+
+    assert decide_on(decide, history, command(Resume)) == []
+    assert kinds(decide_on(decide, history, command(Promote))) == ["deployment.resumed", "step.started"]

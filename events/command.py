@@ -6,6 +6,7 @@ Commands are named in the imperative; each targets one deployment, or — for
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import ClassVar
 
 from events.base import EventData
@@ -38,6 +39,15 @@ class Abort(_DeploymentCommand):
 
     TYPE: ClassVar[str] = "shiplog.command.abort"
     VERSION: ClassVar[int] = 1
+
+
+class Schedule(_DeploymentCommand):
+    """Hold a deployment that has not started until ``not_before``."""
+
+    TYPE: ClassVar[str] = "shiplog.command.schedule"
+    VERSION: ClassVar[int] = 1
+
+    not_before: datetime
 
 
 class Rollback(EventData):

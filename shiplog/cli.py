@@ -515,6 +515,36 @@ def _register_commands() -> None:
 _register_commands()
 
 
+@cli.command("schedule")
+@click.argument("target")
+@click.option("--env", "-e", help="TARGET is a service: its active (or latest) deployment here")
+@click.option(
+    "--at",
+    "not_before",
+    required=True,
+    type=click.DateTime(
+        formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M:%S%z"]
+    ),
+    help="not before this time (UTC unless an offset is given)",
+)
+@_comment_option
+@_as_option
+def schedule(target: str, env: str | None, not_before: datetime, comment: str, as_name: str | None) -> None:
+    """Hold a deployment that has not started until a time. TARGET is a deployment id,
+    or a SERVICE with --env ENV."""
+    from datetime import UTC
+
+    from events.command import Schedule
+
+    when = not_before if not_before.tzinfo else not_before.replace(tzinfo=UTC)
+    run = _deployment_command(
+        f"scheduled for {when.isoformat()}",
+        lambda d, c: Schedule(deployment_id=d, comment=c, not_before=when),
+        approval=False,
+    )
+    run(target, env, comment, as_name)
+
+
 @cli.command()
 @click.argument("service")
 @click.option("--env", "-e", required=True, help="the environment to roll back")

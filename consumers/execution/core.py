@@ -24,7 +24,7 @@ from consumers.contract import Consumer
 from consumers.deployment import DeploymentState, Status, evolve
 from consumers.deployment.emit import emit, step_id
 from consumers.deployment.state import StepRecord
-from events.command import Pause, Promote, Resume
+from events.command import Pause, Promote, Resume, Schedule
 from events.deployment import (
     DeploymentApproved,
     DeploymentFailed,
@@ -34,6 +34,7 @@ from events.deployment import (
     DeploymentRejected,
     DeploymentResumed,
     DeploymentRolledBack,
+    DeploymentScheduled,
     DeploymentStarted,
     DeploymentSucceeded,
     Reason,
@@ -51,6 +52,7 @@ SOURCE = "shiplog/execution"
 TARGET_KINDS = frozenset({"rolling", "preview", "switch", "scale_down", "set_weight", "promote"})
 PAUSE, WINDOW, LANE_FREE = "pause", "window", "lane_free"
 TERMINAL_TYPES = (DeploymentSucceeded.TYPE, DeploymentRolledBack.TYPE, DeploymentFailed.TYPE)
+NOT_STARTED = frozenset({Status.PLANNED, Status.AWAITING_APPROVAL, Status.APPROVED, Status.QUEUED})
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ def decide(
         return []
     if kind == Promote.TYPE and state.status is Status.PAUSED and state.current is not None:
         return [_resumed(plan, event, state.current), *_advance(state, plan, event, state.current)]
+    if kind == Schedule.TYPE and state.status in NOT_STARTED:
+        return _schedule(plan, event, REGISTRY.payload(event, Schedule).not_before, now)
     if kind == Pause.TYPE and state.status is Status.RUNNING:
         return [_paused(plan, event, state.current or 0, f"paused by {event.actor or 'unknown'}")]
     if kind == Resume.TYPE and state.status is Status.PAUSED and state.current is not None:
@@ -153,6 +157,37 @@ def decide(
         )
         return resumed + (_advance(state, plan, event, state.current) if done else [])
     return []
+
+
+def _schedule(
+    plan: DeploymentPlanned, event: CloudEvent, not_before: datetime, now: datetime
+) -> list[CloudEvent]:
+    """A person asked for a not-before time: record it, and wake the deployment then
+    through the same durable timer a deploy window uses."""
+    due = max(not_before, now)
+    return [
+        emit(
+            plan,
+            DeploymentScheduled(
+                deployment_id=plan.deployment_id,
+                not_before=due,
+                reason=f"not before {due:%Y-%m-%d %H:%M %Z}, asked by {event.actor or 'unknown'}",
+            ),
+            source=SOURCE,
+            cause=event,
+        ),
+        emit(
+            plan,
+            TimerScheduled(
+                timer_id=f"{plan.deployment_id}:{WINDOW}:{event.id}",
+                stream_id=deployment_stream(plan.deployment_id),
+                due_at=due,
+                purpose=WINDOW,
+            ),
+            source=SOURCE,
+            cause=event,
+        ),
+    ]
 
 
 def _never_acted_on(state: DeploymentState, record: StepRecord) -> bool:
@@ -347,6 +382,7 @@ EXECUTION_ACCEPTS = (
     VerificationPassed.TYPE,
     VerificationInconclusive.TYPE,
     TimerFired.TYPE,
+    Schedule.TYPE,
     Promote.TYPE,
     Pause.TYPE,
     Resume.TYPE,

@@ -8,12 +8,13 @@ from datetime import timedelta
 import pytest
 
 from consumers.execution.core import LANE_FREE, PAUSE, WINDOW, Applied, Claimed, Released, decide, wants_start
-from events.command import Abort, Pause, Promote, Resume
+from events.command import Abort, Pause, Promote, Resume, Schedule
 from events.deployment import (
     DeploymentPaused,
     DeploymentQueued,
     DeploymentRejected,
     DeploymentResumed,
+    DeploymentScheduled,
     DeploymentSucceeded,
     PlannedStep,
     Reason,
@@ -35,6 +36,7 @@ from tests.unit.sagafixtures import (
     decide_on,
     deployment_failed,
     deployment_paused,
+    event,
     fold_events,
     kinds,
     payload,
@@ -608,3 +610,28 @@ def test_resume_does_not_end_an_indefinite_pause_only_promote_does():
 
     assert decide_on(decide, history, command(Resume)) == []
     assert kinds(decide_on(decide, history, command(Promote))) == ["deployment.resumed", "step.started"]
+
+
+@pytest.mark.parametrize(
+    ("history_of", "expected"),
+    [
+        (lambda: [planned()], ["deployment.scheduled", "timer.scheduled"]),
+        (lambda: [planned(), approved()], ["deployment.scheduled", "timer.scheduled"]),
+        (lambda: running(CANARY, at=SET_20), []),
+    ],
+    ids=["planned", "approved", "already running"],
+)
+def test_a_person_can_hold_a_deployment_that_has_not_started_until_a_time(history_of, expected):
+    later = NOW + timedelta(hours=2)
+    hold = event(Schedule(deployment_id=DEPLOYMENT_ID, not_before=later), actor="frank", source="shiplog/cli")
+
+    out = decide_on(decide, history_of(), hold)
+
+    assert kinds(out) == expected
+    if out:
+        assert payload(out[0], DeploymentScheduled).not_before == later
+        timer = payload(out[1], TimerScheduled)
+        assert (timer.due_at, timer.purpose) == (later, "window")
+        # and approval no longer starts it before then
+        history = [*history_of(), *out, approved()]
+        assert decide_on(decide, history, history[-1], facts=None) == []

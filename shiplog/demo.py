@@ -29,6 +29,7 @@ from events.approval import ApprovalGranted
 from events.deployment import deployment_id, deployment_stream
 from producers.build import publish_build
 from producers.commands import publish_command
+from shiplog.components import ALL
 from shiplog.runner import Running, run_components
 from shiplog.settings import Settings
 from shiplog.status import deployment_status
@@ -208,7 +209,7 @@ async def _endpoint(running: Running) -> str:
 async def run_demo(settings: Settings, stop: asyncio.Event, console: Console) -> Outcome:
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     system: asyncio.Future[None] = asyncio.ensure_future(
-        run_components(settings, ALL_COMPONENTS(), stop, on_ready=ready.set_result, stop_targets=True)
+        run_components(settings, ALL, stop, on_ready=ready.set_result, stop_targets=True)
     )
     waiting: list[asyncio.Future[Any]] = [system, ready]
     await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -219,9 +220,3 @@ async def run_demo(settings: Settings, stop: asyncio.Event, console: Console) ->
     finally:
         stop.set()
         await system
-
-
-def ALL_COMPONENTS() -> tuple[str, ...]:
-    from shiplog.components import ALL
-
-    return ALL

@@ -83,8 +83,6 @@ class DeploymentState:
     rollback_step_id: str | None = None
     rollback_done: bool = False
     not_before: datetime | None = None
-    #: every event id folded (commands and timers are matched by id)
-    seen: frozenset[str] = frozenset()
 
     @property
     def terminal(self) -> bool:
@@ -111,7 +109,6 @@ def _on(model: type) -> Callable[[Evolver], Evolver]:
 
 
 def evolve(state: DeploymentState, event: CloudEvent) -> DeploymentState:
-    state = replace(state, seen=state.seen | {event.id})
     entry = _EVOLVERS.get(event.type_name)
     if entry is None:
         return state

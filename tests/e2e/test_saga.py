@@ -9,7 +9,7 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,11 +79,11 @@ class Topics:
         )
         self.events: list[dict[str, Any]] = []
 
-    async def wait_for(self, kind: str, subject: str, timeout: float = 90) -> dict[str, Any]:
+    async def first(self, matches: Callable[[dict[str, Any]], bool], timeout: float = 90) -> dict[str, Any]:
         async def look() -> dict[str, Any]:
             while True:
                 for event in self.events:
-                    if _kind(event) == kind and event["subject"] == subject:
+                    if matches(event):
                         return event
                 batch = await self.consumer.getmany(timeout_ms=200)
                 for records in batch.values():
@@ -91,17 +91,11 @@ class Topics:
 
         return await asyncio.wait_for(look(), timeout)
 
-    async def terminal(self, subject: str, timeout: float = 90) -> dict[str, Any]:
-        async def look() -> dict[str, Any]:
-            while True:
-                for event in self.events:
-                    if _kind(event) in TERMINAL and event["subject"] == subject:
-                        return event
-                batch = await self.consumer.getmany(timeout_ms=200)
-                for records in batch.values():
-                    self.events.extend(json.loads(r.value) for r in records)
+    async def wait_for(self, kind: str, subject: str) -> dict[str, Any]:
+        return await self.first(lambda e: _kind(e) == kind and e["subject"] == subject)
 
-        return await asyncio.wait_for(look(), timeout)
+    async def terminal(self, subject: str) -> dict[str, Any]:
+        return await self.first(lambda e: _kind(e) in TERMINAL and e["subject"] == subject)
 
     def of(self, subject: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["subject"] == subject]

@@ -49,7 +49,7 @@ from events.envelope import CloudEvent, split_type
 from events.errors import ConcurrencyConflict, InvalidEvent, ShiplogError
 from events.registry import REGISTRY, EventRegistry, new_event
 from events.topics import DEADLETTER, topic_for, topic_name
-from producers.kafka import TYPE_HEADER
+from producers.kafka import ID_HEADER, TYPE_HEADER
 from producers.kafka import headers as event_headers
 
 log = logging.getLogger(__name__)
@@ -95,11 +95,11 @@ class LocalDispatch:
         self.shells = shells
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def __call__(self, events: list[CloudEvent]) -> None:
+    def __call__(self, events: list[CloudEvent], source: ConsumerShell | None = None) -> None:
         for event in events:
             topic = topic_for(event.type).name
             for shell in self.shells:
-                if topic in shell.consumer.topics and shell.consumer.wants(event):
+                if shell is not source and topic in shell.consumer.topics and shell.consumer.wants(event):
                     task = asyncio.create_task(shell.handle_local(event))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
@@ -134,6 +134,10 @@ class ConsumerShell:
     #: offsets of finished messages are committed in the background, coalesced over
     #: this many seconds (0: an awaited commit after every message)
     commit_interval_s: float = COMMIT_INTERVAL_S
+    #: set on the shell of a process that reads the topics from outside (builds,
+    #: commands): what it receives from Kafka is handed to the other shells of the
+    #: process at once, so they need not poll Kafka quickly themselves
+    forward_received: LocalDispatch | None = None
     _recent: OrderedDict[str, None] = field(default_factory=OrderedDict, repr=False)
     _pending: dict[Any, dict[TopicPartition, int]] = field(default_factory=dict, repr=False)
     _committer: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -166,6 +170,12 @@ class ConsumerShell:
             self.stats["skipped"] += 1
             await self._commit(msg)
             return
+        if carrier.get(ID_HEADER) in self._recent:
+            # Handled already (the in-process fast path got there first): this is
+            # the durable path catching up, and the id header says so without a decode.
+            self.stats["duplicates"] += 1
+            await self._commit(msg)
+            return
         ctx = TraceContextTextMapPropagator().extract(carrier)
         with tracer.start_as_current_span(f"{self.consumer.name} handle", context=ctx):
             try:
@@ -189,6 +199,8 @@ class ConsumerShell:
         except InvalidEvent as exc:
             await self._deadletter(msg, exc.reason, str(exc))
             return
+        if self.forward_received is not None and event.id not in self._recent:
+            self.forward_received([event], source=self)
         backoff = Backoff(self.backoff_initial, self.backoff_cap)
         while True:
             try:
@@ -204,13 +216,17 @@ class ConsumerShell:
                 log.warning("%s: %s on %s; retrying in %.2fs", self.consumer.name, exc, event.id, delay)
                 await asyncio.sleep(delay)
 
-    async def handle(self, event: CloudEvent) -> None:
-        """Steps 2-5 for one decoded event. Raises retryable errors to the caller."""
+    async def handle(self, event: CloudEvent, *, fresh: bool = False) -> None:
+        """Steps 2-5 for one decoded event. Raises retryable errors to the caller.
+        ``fresh``: the event was appended a moment ago in this process, so no handled
+        record is expected — skip the look-up (the append still finds one, if any)."""
         if not self.consumer.wants(event):
             self.stats["skipped"] += 1
             return
         handled = Handled(self.consumer.name, event.id)
-        if event.id in self._recent or await self.log.is_handled(handled.consumer, handled.event_id):
+        if event.id in self._recent or (
+            not fresh and await self.log.is_handled(handled.consumer, handled.event_id)
+        ):
             self.stats["duplicates"] += 1
             return
         if self.consumer.locate is not None:
@@ -247,7 +263,7 @@ class ConsumerShell:
         """The fast path: handle an event appended in this process. Any trouble is
         left to the Kafka delivery of the same event, which always follows."""
         try:
-            await self.handle(event)
+            await self.handle(event, fresh=True)
         except Exception as exc:
             log.debug(
                 "%s: local handling of %s failed (%s); Kafka redelivers", self.consumer.name, event.id, exc

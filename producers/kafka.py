@@ -78,8 +78,11 @@ async def publish_one(bootstrap: str, topic: str, event: CloudEvent) -> None:
         await producer.stop()
 
 
-async def create_topics(bootstrap: str, prefix: str = "", replication: int = 1) -> list[str]:
-    """Create every catalogued topic that does not exist yet; returns the names."""
+async def create_topics(
+    bootstrap: str, prefix: str = "", replication: int = 1, partitions: int = 0
+) -> list[str]:
+    """Create every catalogued topic that does not exist yet; returns the names.
+    ``partitions`` > 0 overrides the catalogue's count for every topic."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         await admin.start()
@@ -88,7 +91,11 @@ async def create_topics(bootstrap: str, prefix: str = "", replication: int = 1) 
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(topic_name(t, prefix), num_partitions=t.partitions, replication_factor=replication)
+            NewTopic(
+                topic_name(t, prefix),
+                num_partitions=partitions or t.partitions,
+                replication_factor=replication,
+            )
             for t in ALL_TOPICS
             if topic_name(t, prefix) not in existing
         ]

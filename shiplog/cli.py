@@ -164,7 +164,12 @@ def topics_create() -> None:
     settings = _settings(database=False)
     assert settings.kafka_bootstrap_servers
     names = _run(
-        create_topics(settings.kafka_bootstrap_servers, settings.topic_prefix, settings.topic_replication)
+        create_topics(
+            settings.kafka_bootstrap_servers,
+            settings.topic_prefix,
+            settings.topic_replication,
+            settings.topic_partitions,
+        )
     )
     for name in names:
         out.print(name)

@@ -23,6 +23,7 @@ from adapters.eventlog.lanes import PostgresLanes
 from adapters.eventlog.timers import PostgresTimerStore
 from consumers.contract import Ports
 from consumers.planning.loader import load_pipelines
+from consumers.recorder import RECORDER
 from consumers.shell import ConsumerShell, LocalDispatch
 from consumers.timers import TimerScheduler
 from events.errors import InvalidInput
@@ -101,7 +102,9 @@ async def run_components(
     if "planning" in components and settings.config.exists():
         pipelines = load_pipelines(settings.config)
     eventlog = await PostgresEventLog.connect(settings.database_url, schema=settings.log_schema)
-    await create_topics(bootstrap, settings.topic_prefix, settings.topic_replication)
+    await create_topics(
+        bootstrap, settings.topic_prefix, settings.topic_replication, settings.topic_partitions
+    )
     running = Running(eventlog)
     tasks: list[asyncio.Task[Any]] = []
     # One broker client per consumer: FastStream starts a broker's subscribers one
@@ -113,6 +116,7 @@ async def run_components(
     ports.pipelines = pipelines
     ports.config_dir = settings.config
     running.ports = ports
+    scheduler: TimerScheduler | None = None
     if "timers" in components:
         ports.timers = PostgresTimerStore(eventlog)
         scheduler = TimerScheduler(eventlog, ports.timers)
@@ -127,16 +131,25 @@ async def run_components(
                 subscriptions=subscriptions(),
             )
             tasks.append(asyncio.create_task(running.relay.run_forever(), name="relay"))
+        # With every consumer in this process, each hears what the others append at
+        # once (LocalDispatch), and the recorder hands on what comes from outside
+        # (builds, commands): only it needs to poll Kafka quickly; for the rest Kafka
+        # is the durable path, and a long fetch wait spares the broker and this
+        # process hundreds of idle fetches a second.
+        fed_locally = settings.local_dispatch and set(CONSUMERS) <= set(components)
         for name in components:
             if name in CONSUMERS:
                 broker = make_broker(bootstrap)
+                fetch_wait = settings.kafka_fetch_max_wait_ms
+                if fed_locally and name != RECORDER.name:
+                    fetch_wait = max(fetch_wait, FED_LOCALLY_FETCH_WAIT_MS)
                 shell = ConsumerShell(
                     CONSUMERS[name],
                     eventlog,
                     broker,
                     settings.topic_prefix,
                     ports=ports,
-                    fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                    fetch_max_wait_ms=fetch_wait,
                 )
                 shell.subscribe()
                 running.shells.append(shell)
@@ -145,6 +158,10 @@ async def run_components(
             dispatch = LocalDispatch(running.shells)
             for shell in running.shells:
                 shell.on_appended = dispatch
+                if fed_locally and shell.consumer.name == RECORDER.name:
+                    shell.forward_received = dispatch
+            if scheduler is not None:
+                scheduler.on_appended = dispatch
         await asyncio.gather(*(b.start() for b in brokers))
         if running.relay is not None:
             await _wait_ready(running.relay, next(t for t in tasks if t.get_name() == "relay"))
@@ -193,6 +210,8 @@ def run_until_signal(coro_factory: Callable[[asyncio.Event], Any]) -> None:
 
 #: fetch wait against the embedded broker: lower is faster per hop, costlier in CPU
 EMBEDDED_FETCH_WAIT_MS = 25
+#: fetch wait of consumers that hear their events in-process first (see run_components)
+FED_LOCALLY_FETCH_WAIT_MS = 500
 
 
 class AlreadyRunning(InvalidInput):
@@ -234,6 +253,9 @@ class DevEnvironment:
                         "kafka_fetch_max_wait_ms": min(
                             settings.kafka_fetch_max_wait_ms, EMBEDDED_FETCH_WAIT_MS
                         ),
+                        # one process reads every topic; each partition costs every
+                        # idle fetch work at the broker
+                        "topic_partitions": settings.topic_partitions or 1,
                     }
                 )
             if not settings.database_url:

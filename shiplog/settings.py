@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     log_schema: str = DEFAULT_LOG_SCHEMA
     topic_prefix: str = ""
     topic_replication: int = 1
+    #: partitions of each topic shiplog creates (0: the catalogue's, 6 per topic);
+    #: `shiplog dev` on its embedded broker uses 1 — one process reads them all, and
+    #: every idle fetch costs the broker work per partition
+    topic_partitions: int = 0
     metrics_port: int = DEFAULT_METRICS_PORT
     log_level: str = "INFO"
     #: how long an idle consumer's fetch may wait at the broker (Kafka answers as soon as

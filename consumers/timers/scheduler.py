@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from adapters.eventlog import PostgresEventLog
 from adapters.eventlog.timers import PostgresTimerStore
 from consumers.timers.core import fired
+from events.envelope import CloudEvent
 from events.errors import AdapterUnavailable
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,9 @@ class TimerScheduler:
     store: PostgresTimerStore
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     fired_count: int = 0
+    #: called with each fired event once it is in the log: the in-process fast path
+    #: (the relay publishes it to Kafka as well, the durable path)
+    on_appended: Callable[[list[CloudEvent]], None] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def wake(self) -> None:
@@ -51,8 +55,10 @@ class TimerScheduler:
             )
             # The event id is derived from the timer id: a second firing (a crash
             # before mark_fired) is acknowledged as a duplicate.
-            await self.log.append(timer.stream_id, [event], None)
+            result = await self.log.append(timer.stream_id, [event], None)
             await self.store.mark_fired(timer.timer_id, now)
+            if self.on_appended is not None and not result.duplicate:
+                self.on_appended([event])
             count += 1
         self.fired_count += count
         return count

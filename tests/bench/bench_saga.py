@@ -117,6 +117,8 @@ DEFAULT_PROFILE_N = 100
 DEPLOY_TIMEOUT_S = 120.0
 #: aiokafka's default, which FastStream's subscribers (so shiplog's consumers) keep
 AIOKAFKA_FETCH_MAX_WAIT_MS = 500
+#: partitions per topic, as `shiplog dev` creates them on its embedded broker
+BENCH_PARTITIONS = 1
 #: this script's watcher: Tansu answers a long-polling fetch late when data arrives
 #: (see README), and the watcher must not add that to every latency it measures
 WATCH_FETCH_MAX_WAIT_MS = 10
@@ -455,7 +457,7 @@ class Watcher:
         )
         await self._consumer.start()
         parts = [
-            TopicPartition(topic_name(t, self.prefix), p) for t in ALL_TOPICS for p in range(t.partitions)
+            TopicPartition(topic_name(t, self.prefix), p) for t in ALL_TOPICS for p in range(BENCH_PARTITIONS)
         ]
         self._consumer.assign(parts)
         await self._consumer.seek_to_beginning(*parts)
@@ -651,7 +653,7 @@ async def kafka_round_trip(
     already assigned and positioned. ``pause``: wait a random 0..pause seconds before
     each send, as a saga hop's consumer has been idle before its next message."""
     prefix = f"rtt{uuid.uuid4().hex[:8]}."
-    await create_topics(bootstrap, prefix)
+    await create_topics(bootstrap, prefix, partitions=BENCH_PARTITIONS)
     topic = topic_name(BUILDS, prefix)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=fetch_max_wait_ms
@@ -661,7 +663,7 @@ async def kafka_round_trip(
     await producer.start()
     rng = random.Random(n)
     try:
-        parts = [TopicPartition(topic, p) for p in range(BUILDS.partitions)]
+        parts = [TopicPartition(topic, p) for p in range(BENCH_PARTITIONS)]
         consumer.assign(parts)
         await consumer.seek_to_end(*parts)
         value = b"x" * 900
@@ -834,6 +836,8 @@ def profile_text(profiler: cProfile.Profile, top: int) -> dict[str, str]:
     time (the event loop's own frames left out: they contain everything), the top by
     own time, and own time summed per area (library)."""
     stats = pstats.Stats(profiler)
+    if os.environ.get("SHIPLOG_BENCH_PSTATS"):
+        stats.dump_stats(os.environ["SHIPLOG_BENCH_PSTATS"])
     table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in table.values()) or 1.0
 
@@ -1125,6 +1129,7 @@ async def run(
         metrics_port=0,
         # as `shiplog dev` does against the embedded broker
         kafka_fetch_max_wait_ms=EMBEDDED_FETCH_WAIT_MS,
+        topic_partitions=BENCH_PARTITIONS,
     )
     conn = await asyncpg.connect(dsn)
     try:
@@ -1141,7 +1146,7 @@ async def run(
     rtt_before = list(bases[0].samples)
 
     progress(f"starting every component in-process ({', '.join(ALL)}); {width} pipelines")
-    await create_topics(bootstrap, settings.topic_prefix)
+    await create_topics(bootstrap, settings.topic_prefix, partitions=settings.topic_partitions)
     instrument()
     what_if(args.what_if_fetch_wait)
     if args.what_if_fetch_wait is not None:

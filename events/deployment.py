@@ -216,3 +216,18 @@ class DeploymentRolledBack(EventData):
     to_version: str | None = None
     reason: str
     healthy: bool
+
+
+class ReplanRequested(EventData):
+    """The pipeline of a deployment that has not started changed: planning renders
+    its plan again, and a different plan replaces it (voiding approvals given for the
+    old one)."""
+
+    TYPE: ClassVar[str] = "shiplog.deployment.replan_requested"
+    VERSION: ClassVar[int] = 1
+
+    deployment_id: str
+    release_id: str
+    service: str
+    environment: str
+    reason: str

@@ -75,6 +75,9 @@ class InProgress:
     approvers: tuple[str, ...]
     planned_at: datetime
     updated_at: datetime
+    #: the open approval request, when one waits: level, roles, quorum, counted so
+    #: far, who may not approve, what it is bound to, when it expires
+    approval: dict[str, Any] | None = None
 
     @property
     def step_label(self) -> str:
@@ -102,6 +105,7 @@ class InProgress:
             "paused_reason": self.paused_reason,
             "not_before": self.not_before.isoformat() if self.not_before else None,
             "approvers": list(self.approvers),
+            "approval": self.approval,
             "planned_at": self.planned_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
@@ -253,7 +257,29 @@ def _in_progress(f: _Folded) -> InProgress:
         approvers=state.approvers,
         planned_at=f.planned_at,
         updated_at=f.updated_at,
+        approval=_open_request(state),
     )
+
+
+def _open_request(state: DeploymentState) -> dict[str, Any] | None:
+    progress = state.approval
+    if state.status is not Status.AWAITING_APPROVAL or progress is None or not progress.open:
+        return None
+    request = progress.request
+    return {
+        "level": request.level,
+        "level_index": request.level_index,
+        "levels": request.levels,
+        "roles": request.roles,
+        "approvers": request.approvers,
+        "quorum": request.quorum,
+        "counted": list(progress.counted.get(request.level_index, ())),
+        "excluded": request.excluded,
+        "plan_hash": request.plan_hash,
+        "digest": request.digest,
+        "expires_at": request.expires_at.isoformat() if request.expires_at else None,
+        "why": request.why,
+    }
 
 
 def _report(loaded: _Loaded, service: str | None) -> StatusReport:

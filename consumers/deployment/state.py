@@ -14,7 +14,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from events.approval import ApprovalGranted, ApprovalRequested
+from events.approval import (
+    ApprovalLevelCompleted,
+    ApprovalRecorded,
+    ApprovalRequested,
+    ApprovalVoided,
+)
 from events.deployment import (
     DeploymentApproved,
     DeploymentDenied,
@@ -67,10 +72,36 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
+class ApprovalProgress:
+    """Where the gate's levels stand, under one plan (a new plan voids it)."""
+
+    plan_hash: str
+    #: the level asked for last (its request), and when
+    request: ApprovalRequested
+    requested_at: datetime
+    #: level index -> the principals counted there, in order
+    counted: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    completed: frozenset[int] = frozenset()
+
+    @property
+    def level_index(self) -> int:
+        return self.request.level_index
+
+    @property
+    def open(self) -> bool:
+        """Whether the level asked for last still waits."""
+        return self.level_index not in self.completed
+
+    def approvers(self) -> list[str]:
+        return [who for index in sorted(self.counted) for who in self.counted[index]]
+
+
+@dataclass(frozen=True)
 class DeploymentState:
     plan: DeploymentPlanned | None = None
     status: Status = Status.NEW
     approvers: tuple[str, ...] = ()
+    approval: ApprovalProgress | None = None
     snapshot: dict[str, Any] | None = None
     previous_version: str | None = None
     #: index -> record, for every step started so far
@@ -140,12 +171,34 @@ def _rejected(s: DeploymentState, d: DeploymentRejected, e: CloudEvent) -> Deplo
 
 @_on(ApprovalRequested)
 def _requested(s: DeploymentState, d: ApprovalRequested, e: CloudEvent) -> DeploymentState:
-    return replace(s, status=Status.AWAITING_APPROVAL)
+    previous = s.approval
+    if previous is not None and previous.plan_hash == d.plan_hash:
+        progress = replace(previous, request=d, requested_at=e.time)
+    else:
+        progress = ApprovalProgress(plan_hash=d.plan_hash, request=d, requested_at=e.time)
+    return replace(s, status=Status.AWAITING_APPROVAL, approval=progress)
 
 
-@_on(ApprovalGranted)
-def _granted(s: DeploymentState, d: ApprovalGranted, e: CloudEvent) -> DeploymentState:
-    return replace(s, approvers=(*s.approvers, e.actor or "unknown"))
+@_on(ApprovalRecorded)
+def _recorded(s: DeploymentState, d: ApprovalRecorded, e: CloudEvent) -> DeploymentState:
+    progress = s.approval
+    if progress is None or progress.plan_hash != d.plan_hash:
+        return s
+    counted = {**progress.counted, d.level_index: (*progress.counted.get(d.level_index, ()), d.approver)}
+    return replace(s, approval=replace(progress, counted=counted), approvers=(*s.approvers, d.approver))
+
+
+@_on(ApprovalLevelCompleted)
+def _level_completed(s: DeploymentState, d: ApprovalLevelCompleted, e: CloudEvent) -> DeploymentState:
+    progress = s.approval
+    if progress is None:
+        return s
+    return replace(s, approval=replace(progress, completed=progress.completed | {d.level_index}))
+
+
+@_on(ApprovalVoided)
+def _voided(s: DeploymentState, d: ApprovalVoided, e: CloudEvent) -> DeploymentState:
+    return replace(s, approval=None, approvers=())
 
 
 @_on(DeploymentApproved)

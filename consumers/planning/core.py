@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from events.deployment import (
     PlannedStep,
     Reason,
     ReleasePlanned,
+    ReplanRequested,
     StrategyPlan,
     TargetRef,
     deployment_id,
@@ -56,15 +57,34 @@ class PlanningState:
     release: ReleasePlanned | None = None
     planned: bool = False
     rejected: bool = False
+    #: the current plan's hash, and whether its approval was settled (a settled
+    #: deployment is never re-planned)
+    plan_hash: str | None = None
+    settled: bool = False
+
+
+#: after these a deployment's plan is final
+_SETTLING = frozenset(
+    {
+        "shiplog.deployment.approved",
+        "shiplog.deployment.denied",
+        "shiplog.deployment.started",
+        "shiplog.deployment.failed",
+        "shiplog.deployment.succeeded",
+        "shiplog.deployment.rolled_back",
+    }
+)
 
 
 def evolve(state: PlanningState, event: CloudEvent) -> PlanningState:
     if event.type_name == ReleasePlanned.TYPE:
-        return PlanningState(REGISTRY.payload(event, ReleasePlanned), state.planned, state.rejected)
+        return replace(state, release=REGISTRY.payload(event, ReleasePlanned))
     if event.type_name == DeploymentPlanned.TYPE:
-        return PlanningState(state.release, True, state.rejected)
+        return replace(state, planned=True, plan_hash=REGISTRY.payload(event, DeploymentPlanned).plan_hash)
     if event.type_name == DeploymentRejected.TYPE:
-        return PlanningState(state.release, state.planned, True)
+        return replace(state, rejected=True)
+    if event.type_name in _SETTLING:
+        return replace(state, settled=True)
     return state
 
 
@@ -99,6 +119,8 @@ def stream_for(event: CloudEvent) -> str:
     if event.type_name == ReleasePlanned.TYPE:
         release = REGISTRY.payload(event, ReleasePlanned)
         return deployment_stream(deployment_id(release.service, release.environments[0], release.release_id))
+    if event.type_name == ReplanRequested.TYPE:
+        return deployment_stream(REGISTRY.payload(event, ReplanRequested).deployment_id)
     succeeded = REGISTRY.payload(event, DeploymentSucceeded)
     if succeeded.next_environment is None:
         return release_stream(succeeded.release_id)
@@ -112,6 +134,15 @@ def decide(
 ) -> list[CloudEvent]:
     if event.type_name == BuildCompleted.TYPE:
         return [] if state.release or state.rejected else _plan_release(event, facts)
+    if event.type_name == ReplanRequested.TYPE:
+        if not state.planned or state.settled or state.rejected:
+            return []
+        fresh = _plan_deployment(event, facts, now)
+        if not fresh or fresh[0].type_name != DeploymentPlanned.TYPE:
+            return []  # the edited pipeline does not plan: the old plan stands
+        if REGISTRY.payload(fresh[0], DeploymentPlanned).plan_hash == state.plan_hash:
+            return []
+        return fresh
     if state.planned or state.rejected:
         return []
     if event.type_name == DeploymentSucceeded.TYPE:
@@ -309,7 +340,7 @@ def _consumer() -> Consumer[PlanningState]:
         initial=PlanningState,
         evolve=evolve,
         decide=decide,
-        accepts=(BuildCompleted.TYPE, ReleasePlanned.TYPE, DeploymentSucceeded.TYPE),
+        accepts=(BuildCompleted.TYPE, ReleasePlanned.TYPE, DeploymentSucceeded.TYPE, ReplanRequested.TYPE),
         gather=gather,
         description="turns builds into releases and plans each environment's deployment",
     )

@@ -19,7 +19,7 @@ from consumers.planning.pipeline import Environment
 from consumers.planning.strategy import StrategyNotSupported, select_strategy
 from consumers.planning.values import render_values, secret_resolver
 from events.build import BuildCompleted
-from events.deployment import DeploymentSucceeded, Reason, ReleasePlanned
+from events.deployment import DeploymentSucceeded, Reason, ReleasePlanned, ReplanRequested
 from events.envelope import CloudEvent
 from events.errors import ShiplogError
 from events.registry import REGISTRY
@@ -32,6 +32,14 @@ async def gather(ports: Any, state: PlanningState, event: CloudEvent) -> Plannin
     if event.type_name == ReleasePlanned.TYPE:
         release = REGISTRY.payload(event, ReleasePlanned)
         env_name = release.environments[0]
+    elif event.type_name == ReplanRequested.TYPE:
+        replan = REGISTRY.payload(event, ReplanRequested)
+        history = await ports.log.read_stream(release_stream(replan.release_id))
+        found = [r.event for r in history if r.event.type_name == ReleasePlanned.TYPE]
+        if not found:
+            return PlanningFacts(None)
+        release = REGISTRY.payload(found[0], ReleasePlanned)
+        env_name = replan.environment
     else:
         succeeded = REGISTRY.payload(event, DeploymentSucceeded)
         if succeeded.next_environment is None:

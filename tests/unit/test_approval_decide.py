@@ -1,5 +1,6 @@
-"""The approval core: gates evaluated on deployment.planned, failing closed, and a
-person's answer (or its expiry) turned into the deployment's verdict."""
+"""The approval core: rules that approve without people (failing closed), levels with
+roles and quorums completed in order, separation of duties, answers bound to the
+plan, voiding on a new plan, reminders and expiry — each decided from the stream."""
 
 from __future__ import annotations
 
@@ -8,40 +9,101 @@ from typing import Any
 
 import pytest
 
-from consumers.approval.core import EXPIRY, assess_criteria, decide
-from events.approval import ApprovalRequested
+from consumers.approval.core import EXPIRY, RECHECK, REMINDER, ApprovalFacts, assess_criteria, decide
+from events.approval import (
+    ApprovalDenied,
+    ApprovalGranted,
+    ApprovalLevelCompleted,
+    ApprovalRecorded,
+    ApprovalRefused,
+    ApprovalRequested,
+    ApprovalVoided,
+)
 from events.deployment import DeploymentApproved, DeploymentDenied
+from events.envelope import CloudEvent
 from events.timer import TimerScheduled
 from tests.unit.sagafixtures import (
     DEPLOYMENT_ID,
     NOW,
     RELEASE_ID,
-    approval_requested,
-    approved,
     canary_plan,
     decide_on,
-    denied,
-    deployment_denied,
-    granted,
+    event,
     kinds,
     payload,
     planned,
     rolled_back,
-    running,
     succeeded,
     timer_fired,
 )
 
 CRITERIA = {"tests_failed_max": 0, "coverage_min": 80, "critical_vulns_max": 0}
-GOOD_BUILD = {"tests": {"failed": 0, "coverage": 91.5}, "security": {"critical": 0, "high": 3}}
+GOOD_BUILD = {
+    "tests": {"failed": 0, "coverage": 91.5},
+    "security": {"critical": 0, "high": 3},
+    "author": "dora",
+}
+TWO_LEVELS = {
+    "manual": {
+        "levels": [
+            {"name": "team-lead", "roles": ["lead"], "quorum": 2},
+            {"name": "release-manager", "roles": ["release-manager"]},
+        ],
+        "expires_after": "1h",
+    }
+}
 
 
-def on_planned(gate: dict[str, Any], build: dict[str, Any] | None = None, environment: str = "production"):
+def on_planned(
+    gate: dict[str, Any], build: dict[str, Any] | None = None, environment: str = "production", **kw: Any
+):
     p = canary_plan(gate=gate, build=GOOD_BUILD if build is None else build, environment=environment)
-    return decide_on(decide, [], planned(p))
+    return decide_on(decide, [], planned(p), **kw)
 
 
-# --- deployment.planned: the gate ------------------------------------------------------
+def answer(
+    who: str,
+    *,
+    roles: tuple[str, ...] = (),
+    deny: bool = False,
+    role: str | None = None,
+    level: str | None = None,
+    plan_hash: str | None = None,
+    comment: str = "",
+) -> CloudEvent:
+    model = ApprovalDenied if deny else ApprovalGranted
+    data = model(
+        deployment_id=DEPLOYMENT_ID,
+        comment=comment,
+        roles=list(roles),
+        role=role,
+        level=level,
+        plan_hash=plan_hash,
+        client="10.0.0.7",
+    )
+    return event(data, actor=who, source="shiplog/api")
+
+
+class Stream:
+    """A deployment's stream as the shell grows it: each decision's events appended."""
+
+    def __init__(self, gate: dict[str, Any], build: dict[str, Any] | None = None):
+        self.plan = canary_plan(gate=gate, build=GOOD_BUILD if build is None else build)
+        self.history: list[CloudEvent] = []
+        self.last = self.on(planned(self.plan))
+
+    def on(self, incoming: CloudEvent, **kw: Any) -> list[CloudEvent]:
+        out = decide_on(decide, self.history, incoming, **kw)
+        self.history += [incoming, *out]
+        self.last = out
+        return out
+
+    def replan(self, **changes: Any) -> list[CloudEvent]:
+        self.plan = self.plan.model_copy(update=changes)
+        return self.on(planned(self.plan))
+
+
+# --- rules ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -50,254 +112,298 @@ def on_planned(gate: dict[str, Any], build: dict[str, Any] | None = None, enviro
         (
             {"auto_approve": CRITERIA},
             GOOD_BUILD,
-            "auto-approved: coverage_min=80, critical_vulns_max=0, tests_failed_max=0",
+            "rule 'auto': coverage_min=80.0, critical_vulns_max=0, tests_failed_max=0",
         ),
         (
-            {"auto_approve": {"tests_failed_max": 0, "environments": ["staging", "production"]}},
-            {"tests": {"failed": 0}},
-            "auto-approved: environments=['staging', 'production'], tests_failed_max=0",
+            {
+                "auto_approve": {
+                    "name": "envs",
+                    "tests_failed_max": 0,
+                    "environments": ["staging", "production"],
+                }
+            },
+            {"tests": {"failed": 0}, "security": {"critical": 0}},
+            "rule 'envs': critical_vulns_max=0, environments=['staging', 'production'], tests_failed_max=0",
         ),
         (
-            {"auto_approve": {"high_vulns_max": 5}},
+            {"auto_approve": {"high_vulns_max": 5, "max_changed_lines": 200}},
+            {**GOOD_BUILD, "change": {"lines": 120, "files": 4}},
+            "rule 'auto': critical_vulns_max=0, high_vulns_max=5, max_changed_lines=200, tests_failed_max=0",
+        ),
+        (
+            {
+                "auto_approve": [
+                    {"name": "strict", "coverage_min": 99},
+                    {"name": "lenient", "coverage_min": 50},
+                ]
+            },
             GOOD_BUILD,
-            "auto-approved: high_vulns_max=5",
+            "rule 'lenient': coverage_min=50.0, critical_vulns_max=0, tests_failed_max=0",
         ),
         (
             {"auto_approve": CRITERIA, "manual": {"required": False}},
             GOOD_BUILD,
-            "auto-approved: coverage_min=80, critical_vulns_max=0, tests_failed_max=0",
+            "rule 'auto': coverage_min=80.0, critical_vulns_max=0, tests_failed_max=0",
         ),
     ],
-    ids=["every criterion", "environment listed", "high vulnerabilities", "person asked only on failure"],
+    ids=[
+        "every criterion",
+        "environment listed",
+        "change size",
+        "first rule that holds",
+        "people only on failure",
+    ],
 )
-def test_every_criterion_holding_auto_approves_with_the_rule_recorded(gate, build, rule):
+def test_a_rule_whose_every_criterion_holds_approves_and_is_recorded(gate, build, rule):
     out = on_planned(gate, build)
 
     assert kinds(out) == ["deployment.approved"]
     verdict = payload(out[0], DeploymentApproved)
     assert verdict.automatic is True
-    assert verdict.rule == rule
-    assert verdict.approvers == []
+    assert verdict.rule == f"auto-approved by {rule}"
 
 
 @pytest.mark.parametrize(
-    ("criteria", "build", "reasons"),
+    ("criteria", "build", "reason"),
     [
-        ({"coverage_min": 80}, {"tests": {"failed": 0}}, ["coverage unknown < 80"]),
-        ({"coverage_min": 80}, {"tests": {"failed": 0, "coverage": 79.9}}, ["coverage 79.9 < 80"]),
-        ({"tests_failed_max": 0}, {}, ["tests failed unknown > 0"]),
-        ({"tests_failed_max": 0}, {"tests": {"failed": 2}}, ["tests failed 2 > 0"]),
-        ({"critical_vulns_max": 0}, {"tests": {}}, ["critical vulnerabilities unknown > 0"]),
-        ({"critical_vulns_max": 0}, {"security": {"critical": 1}}, ["critical vulnerabilities 1 > 0"]),
-        ({"high_vulns_max": 1}, {"security": {"high": 3}}, ["high vulnerabilities 3 > 1"]),
-        (
-            {"environments": ["dev", "staging"]},
-            GOOD_BUILD,
-            ["environment production not in ['dev', 'staging']"],
-        ),
         (
             CRITERIA,
-            {"tests": {"failed": 3}, "security": {"critical": 2}},
-            ["tests failed 3 > 0", "coverage unknown < 80", "critical vulnerabilities 2 > 0"],
+            {"tests": {"failed": 2, "coverage": 91}, "security": {"critical": 0}},
+            "tests failed 2 > 0",
         ),
+        (CRITERIA, {"tests": {"failed": 0}, "security": {"critical": 0}}, "coverage unknown < 80"),
+        ({"max_changed_lines": 100}, {**GOOD_BUILD, "change": {"lines": 4000}}, "changed lines 4000 > 100"),
+        ({"max_changed_files": 3}, GOOD_BUILD, "changed files unknown > 3"),
+        ({"environments": ["dev"]}, GOOD_BUILD, "environment production not in ['dev']"),
     ],
-    ids=[
-        "no coverage in build",
-        "coverage too low",
-        "no test results",
-        "failed tests",
-        "no security scan",
-        "critical vulnerability",
-        "high vulnerabilities",
-        "environment not listed",
-        "every failure named",
-    ],
+    ids=["failed tests", "no coverage data", "change too large", "no change data", "environment"],
 )
-def test_a_missing_fact_or_failing_criterion_asks_a_person_with_the_reasons(criteria, build, reasons):
+def test_no_rule_holding_asks_people_with_every_reason(criteria, build, reason):
     out = on_planned({"auto_approve": criteria}, build)
 
     assert kinds(out) == ["approval.requested"]
-    request = payload(out[0], ApprovalRequested)
-    assert request.why == "automatic approval criteria not met: " + "; ".join(reasons)
-    assert request.expires_at is None
-    assert assess_criteria(criteria, build, "production") == reasons
+    assert reason in payload(out[0], ApprovalRequested).why
 
 
-@pytest.mark.parametrize(
-    "gate",
-    [{}, {"manual": {"required": False}}, {"auto_approve": {}}],
-    ids=["empty gate", "person optional", "no criteria"],
-)
-def test_without_a_gate_the_deployment_is_approved_ungated(gate):
-    out = on_planned(gate)
-
-    assert kinds(out) == ["deployment.approved"]
-    verdict = payload(out[0], DeploymentApproved)
-    assert (verdict.automatic, verdict.rule) == (True, "no gate")
-
-
-@pytest.mark.parametrize(
-    ("manual", "events"),
-    [
-        ({"required": True}, ["approval.requested"]),
-        ({"required": True, "levels": [{"name": "prod"}]}, ["approval.requested"]),
-        ({"required": True, "expires_after_s": 3600}, ["approval.requested", "timer.scheduled"]),
-    ],
-    ids=["no expiry", "one named level", "expiring"],
-)
-def test_required_manual_approval_asks_a_person(manual, events):
-    out = on_planned({"manual": manual})
-
-    assert kinds(out) == events
-    request = payload(out[0], ApprovalRequested)
-    assert request.why == "manual approval required"
-    assert (request.deployment_id, request.service, request.environment, request.version) == (
-        DEPLOYMENT_ID,
-        "web",
-        "production",
-        "1.1.0",
-    )
-
-
-@pytest.mark.parametrize(
-    ("gate", "due"),
-    [
-        ({"manual": {"required": True, "expires_after_s": 3600}}, NOW + timedelta(hours=1)),
-        (
-            {"auto_approve": {"coverage_min": 95}, "manual": {"expires_after_s": 60}},
-            NOW + timedelta(minutes=1),
-        ),
-    ],
-    ids=["manual", "criteria not met"],
-)
-def test_an_expiring_request_schedules_its_expiry_timer_in_the_deployment_stream(gate, due):
-    out = on_planned(gate)
+def test_a_soak_time_not_yet_reached_asks_people_and_looks_again_when_it_is():
+    soaked_at = NOW - timedelta(minutes=30)
+    facts = ApprovalFacts(previous_succeeded_at=soaked_at)
+    stream = Stream({"auto_approve": {"min_soak": "2h"}})
+    stream.history.clear()
+    out = stream.on(planned(stream.plan), facts=facts)
 
     assert kinds(out) == ["approval.requested", "timer.scheduled"]
-    assert payload(out[0], ApprovalRequested).expires_at == due
     timer = payload(out[1], TimerScheduled)
-    assert (timer.timer_id, timer.stream_id, timer.due_at, timer.purpose) == (
-        f"{DEPLOYMENT_ID}:{EXPIRY}",
-        f"deployment-{DEPLOYMENT_ID}",
-        due,
-        EXPIRY,
+    assert (timer.purpose, timer.due_at) == (RECHECK, soaked_at + timedelta(hours=2))
+    out = stream.on(
+        timer_fired(RECHECK, plan_hash=stream.plan.plan_hash),
+        facts=ApprovalFacts(previous_succeeded_at=NOW - timedelta(hours=3)),
+    )
+    assert kinds(out) == ["deployment.approved"]
+
+
+def test_soak_and_window_criteria():
+    build = GOOD_BUILD
+    assert assess_criteria({"min_soak": "1h"}, build, "prod", now=NOW, previous_succeeded_at=None) == [
+        "no success in the previous environment to have soaked 1h"
+    ]
+    assert not assess_criteria(
+        {"min_soak": "1h"}, build, "prod", now=NOW, previous_succeeded_at=NOW - timedelta(hours=2)
+    )
+    office = {"windows": [{"kind": "allow", "cron": "0 9 * * 1-5", "duration": "8h", "timezone": "UTC"}]}
+    # NOW is a Tuesday 12:00 UTC: inside; Saturday is outside
+    assert not assess_criteria(office, build, "prod", now=NOW)
+    saturday = NOW + timedelta(days=4)
+    assert assess_criteria(office, build, "prod", now=saturday)[0].startswith(
+        "outside the auto-approval windows"
     )
 
 
-def test_the_verdict_on_a_plan_belongs_to_the_deployment_and_its_release():
-    incoming = planned(canary_plan(gate={}))
-
-    (out,) = decide_on(decide, [], incoming)
-
-    assert out.subject == DEPLOYMENT_ID
-    assert out.correlationid == RELEASE_ID
-    assert out.causationid == incoming.id
-    assert out.source == "shiplog/approval"
-
-
-@pytest.mark.parametrize(
-    "build",
-    [GOOD_BUILD, {"tests": {"failed": 4}}],
-    ids=["criteria hold", "criteria fail"],
-)
-def test_a_required_person_is_asked_whatever_the_criteria_say(build):
-    out = on_planned({"auto_approve": CRITERIA, "manual": {"required": True}}, build)
-
-    assert kinds(out) == ["approval.requested"]
-
-
-# --- a person's answer, and expiry ----------------------------------------------------
-
-MANUAL = canary_plan(gate={"manual": {"required": True, "expires_after_s": 3600}})
-AWAITING = [planned(MANUAL), approval_requested()]
-
-
-def test_a_grant_approves_with_the_actor_as_approver():
-    out = decide_on(decide, AWAITING, granted("alice", "looks good"))
-
+def test_without_a_gate_the_deployment_is_approved_ungated():
+    out = on_planned({})
     assert kinds(out) == ["deployment.approved"]
-    verdict = payload(out[0], DeploymentApproved)
-    assert (verdict.automatic, verdict.rule, verdict.approvers) == (False, "manual approval", ["alice"])
-    assert out[0].actor == "alice"
+    assert payload(out[0], DeploymentApproved).rule == "no gate"
+
+
+def test_required_people_are_asked_whatever_the_rules_say():
+    out = on_planned({"auto_approve": CRITERIA, "manual": {"required": True}})
+    assert kinds(out) == ["approval.requested"]
+    assert payload(out[0], ApprovalRequested).why == "manual approval required"
+
+
+# --- levels, roles, quorum ------------------------------------------------------------
+
+
+def test_the_first_request_names_the_level_its_roles_quorum_and_who_is_excluded():
+    stream = Stream(TWO_LEVELS, {**GOOD_BUILD, "triggered_by": "tom"})
+    request = payload(stream.last[0], ApprovalRequested)
+
+    assert (request.level, request.level_index, request.levels) == ("team-lead", 0, 2)
+    assert (request.roles, request.quorum) == (["lead"], 2)
+    assert request.excluded == ["dora", "tom"]
+    assert request.plan_hash == stream.plan.plan_hash
+    assert request.expires_at == NOW + timedelta(hours=1)
+    assert request.remind_at == NOW + timedelta(minutes=48)
+    timers = [payload(e, TimerScheduled) for e in stream.last[1:]]
+    assert [(t.purpose, t.due_at) for t in timers] == [
+        (EXPIRY, NOW + timedelta(hours=1)),
+        (REMINDER, NOW + timedelta(minutes=48)),
+    ]
+
+
+def test_levels_complete_in_order_with_a_quorum_of_distinct_people():
+    stream = Stream(TWO_LEVELS)
+
+    assert kinds(stream.on(answer("ann", roles=("lead",)))) == ["approval.recorded"]
+    assert payload(stream.last[0], ApprovalRecorded).count == 1
+    refused = stream.on(answer("ann", roles=("lead",)))
+    assert "one person counts once per level" in payload(refused[0], ApprovalRefused).reason
+    early = stream.on(answer("rita", roles=("release-manager",), level="release-manager"))
+    assert "not open yet" in payload(early[0], ApprovalRefused).reason
+
+    out = stream.on(answer("ben", roles=("lead", "dev")))
+    assert kinds(out) == [
+        "approval.recorded",
+        "approval.level_completed",
+        "approval.requested",
+        "timer.scheduled",
+        "timer.scheduled",
+    ]
+    assert payload(out[1], ApprovalLevelCompleted).approvers == ["ann", "ben"]
+    assert payload(out[2], ApprovalRequested).level == "release-manager"
+
+    out = stream.on(answer("rita", roles=("release-manager",)))
+    assert kinds(out) == ["approval.recorded", "approval.level_completed", "deployment.approved"]
+    verdict = payload(out[2], DeploymentApproved)
+    assert (verdict.automatic, verdict.approvers) == (False, ["ann", "ben", "rita"])
+    assert verdict.rule == "approved at team-lead by ann, ben, release-manager by rita"
 
 
 @pytest.mark.parametrize(
-    ("comment", "reason"),
-    [("not on a Friday", "not on a Friday"), ("", "denied")],
-    ids=["with a comment", "without a comment"],
-)
-def test_a_denial_denies_by_the_actor(comment, reason):
-    out = decide_on(decide, AWAITING, denied("bob", comment))
-
-    assert kinds(out) == ["deployment.denied"]
-    verdict = payload(out[0], DeploymentDenied)
-    assert (verdict.by, verdict.expired, verdict.reason) == ("bob", False, reason)
-    assert out[0].actor == "bob"
-
-
-def test_an_expired_request_denies_the_deployment():
-    out = decide_on(decide, AWAITING, timer_fired(EXPIRY))
-
-    assert kinds(out) == ["deployment.denied"]
-    verdict = payload(out[0], DeploymentDenied)
-    assert (verdict.by, verdict.expired, verdict.reason) == (None, True, "approval request expired")
-
-
-def test_another_timer_while_awaiting_approval_changes_nothing():
-    assert decide_on(decide, AWAITING, timer_fired("window")) == []
-
-
-def test_a_grant_by_someone_not_among_the_named_approvers_approves_nothing():
-    p = canary_plan(gate={"manual": {"required": True, "levels": [{"name": "prod", "approvers": ["alice"]}]}})
-
-    out = decide_on(decide, [planned(p), approval_requested()], granted("mallory"))
-
-    assert "deployment.approved" not in kinds(out)
-
-
-@pytest.mark.parametrize(
-    ("history", "incoming"),
+    ("who", "roles", "role", "reason"),
     [
-        ([planned(MANUAL)], granted()),
-        ([planned(canary_plan(gate={})), approved()], granted()),
-        ([planned(canary_plan(gate={})), approved()], denied()),
-        ([planned(canary_plan(gate={})), approved()], timer_fired(EXPIRY)),
-        (running(), denied()),
-        (AWAITING, AWAITING[0]),
+        ("dora", ("lead",), None, "separation of duties: dora"),
+        ("sam", ("dev",), None, "sam holds none of the roles level 'team-lead' needs (lead)"),
+        ("sam", ("dev",), "lead", "sam does not hold the role 'lead'"),
+        ("sam", ("dev", "admin"), "admin", "the role 'admin' may not approve level 'team-lead'"),
     ],
-    ids=[
-        "grant before the request",
-        "grant after auto-approval",
-        "denial after approval",
-        "expiry after approval",
-        "denial while running",
-        "plan delivered again",
-    ],
+    ids=["the author", "no role", "a role not held", "a role the level does not name"],
 )
-def test_answers_when_no_approval_is_awaited_change_nothing(history, incoming):
-    assert decide_on(decide, history, incoming) == []
+def test_an_answer_from_someone_who_may_not_give_it_is_refused_and_recorded(who, roles, role, reason):
+    stream = Stream(TWO_LEVELS)
+    for deny in (False, True):
+        out = stream.on(answer(who, roles=roles, role=role, deny=deny))
+        assert kinds(out) == ["approval.refused"]
+        refused = payload(out[0], ApprovalRefused)
+        assert reason in refused.reason
+        assert (refused.actor, refused.client, refused.answer) == (
+            who,
+            "10.0.0.7",
+            "deny" if deny else "approve",
+        )
 
 
-TERMINAL_HISTORIES = {
-    "denied": [*AWAITING, deployment_denied()],
-    "expired": [*AWAITING, timer_fired(EXPIRY), deployment_denied(expired=True)],
-    "succeeded": [*running(MANUAL), succeeded()],
-    "rolled back": [*running(MANUAL), rolled_back()],
-}
-REDELIVERED_PLAN = None
+def test_separation_of_duties_can_be_switched_off_per_policy():
+    gate = {"manual": {"separation_of_duties": False}}
+    stream = Stream(gate)
+    assert kinds(stream.on(answer("dora"))) == [
+        "approval.recorded",
+        "approval.level_completed",
+        "deployment.approved",
+    ]
 
 
-@pytest.mark.parametrize("terminal", TERMINAL_HISTORIES)
-@pytest.mark.parametrize(
-    "incoming",
-    [REDELIVERED_PLAN, granted(), denied(), timer_fired(EXPIRY)],
-    ids=["plan delivered again", "grant", "denial", "expiry"],
-)
-def test_a_terminal_deployment_ignores_everything(terminal, incoming):
-    history = TERMINAL_HISTORIES[terminal]
+def test_a_named_approver_needs_no_role():
+    stream = Stream({"manual": {"levels": [{"roles": ["sre"], "approvers": ["carol"]}]}})
+    assert kinds(stream.on(answer("carol")))[-1] == "deployment.approved"
 
-    assert decide_on(decide, history, incoming or history[0]) == []
+
+def test_a_qualified_denial_denies_by_the_actor():
+    stream = Stream(TWO_LEVELS)
+    out = stream.on(answer("ann", roles=("lead",), deny=True, comment="not on a Friday"))
+    assert kinds(out) == ["deployment.denied"]
+    verdict = payload(out[0], DeploymentDenied)
+    assert (verdict.by, verdict.reason, verdict.expired) == ("ann", "not on a Friday", False)
+
+
+def test_two_approvals_of_one_level_at_once_are_both_recorded_and_it_advances_once():
+    stream = Stream(
+        {"manual": {"levels": [{"name": "ops", "roles": ["ops"]}, {"name": "cab", "roles": ["cab"]}]}}
+    )
+    first = answer("ann", roles=("ops",), level="ops")
+    second = answer("ben", roles=("ops",), level="ops")
+    out_first = stream.on(first)
+    out_second = stream.on(second)
+
+    assert kinds(out_first)[:3] == ["approval.recorded", "approval.level_completed", "approval.requested"]
+    assert kinds(out_second) == ["approval.recorded"]
+    recorded = payload(out_second[0], ApprovalRecorded)
+    assert (recorded.approver, recorded.count, recorded.quorum) == ("ben", 2, 1)
+    assert sum(k == "approval.level_completed" for k in kinds(stream.history)) == 1
+
+
+# --- binding to the plan ---------------------------------------------------------------
+
+
+def test_an_answer_bound_to_another_plan_or_artifact_is_refused():
+    stream = Stream(TWO_LEVELS)
+    out = stream.on(answer("ann", roles=("lead",), plan_hash="some-old-plan"))
+    assert "the plan is now" in payload(out[0], ApprovalRefused).reason
+
+
+def test_a_new_plan_voids_what_was_counted_and_asks_again():
+    stream = Stream(TWO_LEVELS)
+    stream.on(answer("ann", roles=("lead",)))
+    out = stream.replan(plan_hash="hash-2")
+
+    assert kinds(out)[:2] == ["approval.voided", "approval.requested"]
+    voided = payload(out[0], ApprovalVoided)
+    assert (voided.old_plan_hash, voided.new_plan_hash, voided.voided) == (
+        "hash-1",
+        "hash-2",
+        ["ann (team-lead)"],
+    )
+    # ann counts again under the new plan: her old approval did not carry over
+    assert payload(stream.on(answer("ann", roles=("lead",)))[0], ApprovalRecorded).count == 1
+    stale = stream.on(answer("ben", roles=("lead",), plan_hash="hash-1"))
+    assert kinds(stale) == ["approval.refused"]
+
+
+# --- reminders and expiry ------------------------------------------------------------
+
+
+def test_a_reminder_then_expiry_of_the_open_level():
+    stream = Stream(TWO_LEVELS)
+    level0 = {"plan_hash": stream.plan.plan_hash, "level_index": 0}
+    assert kinds(stream.on(timer_fired(REMINDER, **level0))) == ["approval.reminded"]
+    out = stream.on(timer_fired(EXPIRY, **level0))
+    assert kinds(out) == ["approval.expired", "deployment.denied"]
+    assert payload(out[1], DeploymentDenied).expired is True
+
+
+def test_timers_of_a_completed_level_or_an_old_plan_change_nothing():
+    stream = Stream({"manual": {"levels": [{"name": "a"}, {"name": "b"}], "expires_after": "1h"}})
+    stream.on(answer("ann"))
+    assert stream.on(timer_fired(EXPIRY, plan_hash=stream.plan.plan_hash, level_index=0)) == []
+    assert stream.on(timer_fired(EXPIRY, plan_hash="hash-0", level_index=1)) == []
+
+
+# --- when nothing awaits approval ------------------------------------------------------
+
+
+@pytest.mark.parametrize("ended", [succeeded, rolled_back], ids=["succeeded", "rolled back"])
+def test_answers_after_the_end_are_refused(ended):
+    stream = Stream(TWO_LEVELS)
+    stream.history.append(ended())
+    out = stream.on(answer("ann", roles=("lead",)))
+    assert "nothing awaits approval" in payload(out[0], ApprovalRefused).reason
 
 
 def test_a_stream_without_a_plan_decides_nothing():
-    assert decide_on(decide, [], granted()) == []
+    assert decide_on(decide, [], answer("ann")) == []
+    assert decide_on(decide, [], timer_fired(EXPIRY)) == []
+
+
+def test_the_verdict_belongs_to_the_deployment_and_its_release():
+    out = on_planned({})
+    assert (out[0].subject, out[0].correlationid) == (DEPLOYMENT_ID, RELEASE_ID)

@@ -35,6 +35,9 @@ class Ports:
     lanes: Any = None
     #: the pipelines directory (relative secret files are read from it)
     config_dir: Any = None
+    #: delivers notifications to the channels of notifications.yaml
+    #: (``consumers.notification.Courier``)
+    notifier: Any = None
     extra: dict[str, Any] | None = None
 
 
@@ -69,6 +72,10 @@ class Consumer(Generic[S]):
     #: command names a service's environment, not a deployment):
     #: ``locate(ports, event) -> stream id``, used instead of ``stream_for``.
     locate: Callable[[Any, CloudEvent], Awaitable[str]] | None = None
+    #: what to record instead of acting on a command whose signature does not verify
+    #: (``refuse(command, reason, now=...) -> new events``, appended to the command's
+    #: stream); None: nothing is recorded, the command is only skipped
+    refuse: Callable[..., Sequence[CloudEvent]] | None = None
 
     def wants(self, event: CloudEvent) -> bool:
         return not self.accepts or event.type_name in self.accepts

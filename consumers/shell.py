@@ -5,6 +5,9 @@ For each message, in order:
 1. parse and upcast (``REGISTRY.decode``); poison goes to ``shiplog.deadletter``
    with the reason, the original bytes and headers;
 2. skip it if this consumer's handled record for the event exists (redelivery);
+   a command (approval answer, ``command.*``) without a valid signature of the
+   command API is refused here: not acted on, counted, and — by the recorder —
+   recorded as ``shiplog.command.refused`` in its deployment's stream;
 3. load the event's stream from the log and fold it;
 4. call the consumer's pure ``decide``;
 5. append the new events and the handled record in one transaction (a
@@ -28,7 +31,7 @@ import base64
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +51,7 @@ from events.deadletter import MessageDeadLettered
 from events.envelope import CloudEvent, split_type
 from events.errors import ConcurrencyConflict, InvalidEvent, ShiplogError
 from events.registry import REGISTRY, EventRegistry, new_event
+from events.signature import is_command, verify
 from events.topics import DEADLETTER, topic_for, topic_name
 from producers.kafka import ID_HEADER, TYPE_HEADER
 from producers.kafka import headers as event_headers
@@ -138,12 +142,23 @@ class ConsumerShell:
     #: commands): what it receives from Kafka is handed to the other shells of the
     #: process at once, so they need not poll Kafka quickly themselves
     forward_received: LocalDispatch | None = None
+    #: key id -> key: commands (approval answers, ``command.*``) must carry a valid
+    #: signature of the command API by one of these, or they are refused. Empty:
+    #: every command is refused (fail closed)
+    command_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     _recent: OrderedDict[str, None] = field(default_factory=OrderedDict, repr=False)
     _pending: dict[Any, dict[TopicPartition, int]] = field(default_factory=dict, repr=False)
     _committer: asyncio.Task[None] | None = field(default=None, repr=False)
     #: counters for /metrics and tests
     stats: dict[str, int] = field(
-        default_factory=lambda: {"handled": 0, "duplicates": 0, "deadlettered": 0, "retries": 0, "skipped": 0}
+        default_factory=lambda: {
+            "handled": 0,
+            "duplicates": 0,
+            "deadlettered": 0,
+            "retries": 0,
+            "skipped": 0,
+            "refused": 0,
+        }
     )
 
     def subscribe(self) -> None:
@@ -199,12 +214,15 @@ class ConsumerShell:
         except InvalidEvent as exc:
             await self._deadletter(msg, exc.reason, str(exc))
             return
-        if self.forward_received is not None and event.id not in self._recent:
-            self.forward_received([event], source=self)
+        forward = self.forward_received is not None and event.id not in self._recent
         backoff = Backoff(self.backoff_initial, self.backoff_cap)
         while True:
             try:
                 await self.handle(event)
+                if forward and self.forward_received is not None:
+                    # after recording it: the log shows the outside event before
+                    # anything the other consumers do about it
+                    self.forward_received([event], source=self)
                 return
             except Exception as exc:
                 if not _is_retryable(exc):
@@ -229,6 +247,11 @@ class ConsumerShell:
         ):
             self.stats["duplicates"] += 1
             return
+        if is_command(event.type_name):
+            reason = verify(event, self.command_keys)
+            if reason is not None:
+                await self._refuse(event, reason)
+                return
         if self.consumer.locate is not None:
             stream = await self.consumer.locate(self.ports, event)
         else:
@@ -251,6 +274,30 @@ class ConsumerShell:
                 self.on_appended(new)
             return
         raise ConcurrencyConflict(f"{MAX_CONFLICT_RETRIES} conflicts in a row on {stream}")
+
+    async def _refuse(self, event: CloudEvent, reason: str) -> None:
+        """Do not act on a command without a valid signature; the consumer that
+        records (the recorder) records the refusal instead, once."""
+        self.stats["refused"] += 1
+        log.warning(
+            "%s: refused command %s (%s, claiming actor %r): %s",
+            self.consumer.name,
+            event.id,
+            event.type,
+            event.actor,
+            reason,
+        )
+        if self.consumer.refuse is None:
+            return
+        new = list(self.consumer.refuse(event, reason, now=self.clock()))
+        await self.log.append(
+            self.consumer.stream_for(event),
+            new,
+            None,
+            handled=Handled(self.consumer.name, event.id),
+            publish=self.consumer.publish,
+        )
+        self._remember(event.id)
 
     def _remember(self, event_id: str) -> None:
         """Ids whose handled record this shell has seen committed: their second

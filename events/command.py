@@ -58,3 +58,19 @@ class Rollback(EventData):
     environment: str
     to_version: str | None = None
     comment: str = ""
+
+
+class CommandRefused(EventData):
+    """A command that arrived on ``shiplog.commands`` without a valid signature of
+    the command API (written straight to the topic, altered on the way, or signed
+    with an unknown key): nothing acts on it, and this records that it came."""
+
+    TYPE: ClassVar[str] = "shiplog.command.refused"
+    VERSION: ClassVar[int] = 1
+
+    command_id: str
+    command_type: str
+    #: the actor the command claimed (not an authenticated one)
+    claimed_actor: str | None = None
+    reason: str
+    source: str | None = None

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from events import approval, command, deployment, execution, rollback, verification
+from events import access, approval, command, deployment, execution, notification, rollback, verification
 from events.base import EventData
 from events.build import BuildCompleted
 from events.deadletter import MessageDeadLettered
@@ -176,7 +176,7 @@ REGISTRY = EventRegistry(
         TimerScheduled,
         TimerCancelled,
         TimerFired,
-        *_models_of(deployment, approval, execution, verification, rollback, command),
+        *_models_of(access, deployment, approval, execution, verification, rollback, command, notification),
     ],
     UPCASTERS,
 )

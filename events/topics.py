@@ -30,6 +30,9 @@ EXECUTIONS = Topic("shiplog.executions", "snapshot.taken, step.applied, deployme
 VERIFICATIONS = Topic("shiplog.verifications", "verification.passed | failed | inconclusive")
 ROLLBACKS = Topic("shiplog.rollbacks", "rollback.started, rollback.completed, deployment.rolled_back")
 TIMERS = Topic("shiplog.timers", "timer.fired: bake times, deploy windows, approval expiry")
+NOTIFICATIONS = Topic(
+    "shiplog.notifications", "notification.sent | notification.failed: what reached people's channels"
+)
 DEADLETTER = Topic("shiplog.deadletter", "messages a consumer could not process, with the reason", 1)
 
 ALL_TOPICS: tuple[Topic, ...] = (
@@ -41,6 +44,7 @@ ALL_TOPICS: tuple[Topic, ...] = (
     VERIFICATIONS,
     ROLLBACKS,
     TIMERS,
+    NOTIFICATIONS,
     DEADLETTER,
 )
 
@@ -49,6 +53,7 @@ _BY_TYPE: dict[str, Topic] = {
     "shiplog.deployment.planned": PLANS,
     "shiplog.deployment.rejected": PLANS,
     "shiplog.deployment.scheduled": PLANS,
+    "shiplog.deployment.replan_requested": PLANS,
     "shiplog.deployment.queued": EXECUTIONS,
     "shiplog.deployment.started": EXECUTIONS,
     "shiplog.deployment.paused": EXECUTIONS,
@@ -66,12 +71,14 @@ _BY_NOUN: dict[str, Topic] = {
     "release": PLANS,
     "approval": APPROVALS,
     "command": COMMANDS,
+    "access": COMMANDS,
     "snapshot": EXECUTIONS,
     "step": EXECUTIONS,
     "verification": VERIFICATIONS,
     "analysis": VERIFICATIONS,
     "rollback": ROLLBACKS,
     "timer": TIMERS,
+    "notification": NOTIFICATIONS,
     "message": DEADLETTER,
 }
 

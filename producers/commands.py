@@ -1,12 +1,13 @@
-"""The command API: what a person's approve, deny, promote, pause, resume, abort and
-rollback put on the bus.
+"""Commands: what a person's approve, deny, promote, pause, resume, abort, schedule
+and rollback put on the bus.
 
-``publish_command(...)`` from Python, ``shiplog approve|deny|promote|... `` from a
-shell. Publishes one command CloudEvent (``shiplog.approval.granted|denied``,
-``shiplog.command.*``) to ``shiplog.commands``, keyed by its subject — the
-deployment id, or ``<service>.<environment>`` for a rollback — with the person on
-the envelope's ``actor``, and returns it once the broker acknowledged it. The
-consumers decide what the command does; publishing it only says it was given.
+``command_event(...)`` builds one command CloudEvent (``shiplog.approval.granted|
+denied``, ``shiplog.command.*``), keyed by its subject — the deployment id, or
+``<service>.<environment>`` for a rollback — with the person on the envelope's
+``actor``. Only the command API (``producers.api``) publishes them: it sets the
+actor to the authenticated principal and signs each (``events.signature``), and the
+consumers refuse a command without that signature. The consumers decide what the
+command does; publishing it only says it was given.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from events.command import Rollback
 from events.envelope import CloudEvent
 from events.errors import InvalidInput
 from events.registry import new_event
-from events.topics import COMMANDS, topic_for, topic_name
-from producers.kafka import publish_one
+from events.topics import COMMANDS, topic_for
 
-SOURCE = "shiplog/cli"
+SOURCE = "shiplog/api"
 
 
 def command_subject(data: EventData) -> str:
@@ -53,19 +53,3 @@ def command_event(
         correlationid=correlationid,
         actor=actor,
     )
-
-
-async def publish_command(
-    bootstrap: str,
-    data: EventData,
-    *,
-    actor: str,
-    subject: str,
-    topic_prefix: str = "",
-    correlationid: str | None = None,
-) -> CloudEvent:
-    """Publish a command on ``shiplog.commands`` keyed by ``subject`` and wait for
-    the broker's acknowledgement. Raises ``AdapterUnavailable`` on Kafka trouble."""
-    event = command_event(data, actor=actor, subject=subject, correlationid=correlationid)
-    await publish_one(bootstrap, topic_name(COMMANDS, topic_prefix), event)
-    return event

@@ -20,6 +20,7 @@ from rich.table import Table
 from events.envelope import validation_errors
 from events.errors import ShiplogError
 from shiplog.components import ALL
+from shiplog.rejudge import analysis as rejudge_analysis
 from shiplog.settings import Settings
 
 T = TypeVar("T")
@@ -86,6 +87,10 @@ def _banner(settings: Settings, components: tuple[str, ...], dev: Any = None) ->
         table.add_row("PostgreSQL", f"{settings.database_url}{db_note}")
         table.add_row("log schema", settings.log_schema)
         table.add_row("components", ", ".join(components))
+        if getattr(running, "api_url", None):
+            table.add_row("command API", f"{running.api_url}  (OpenAPI: {running.api_url}/docs)")
+        if getattr(running, "dev_token_file", None):
+            table.add_row("admin token", f"{running.dev_token_file}  (the CLI's default; or SHIPLOG_TOKEN)")
         if dev:
             table.add_row("state", str(settings.home))
         table.add_row("stop", "Ctrl-C")
@@ -103,9 +108,16 @@ def dev() -> None:
     environment = DevEnvironment(_settings(running_dev=False))
     try:
         with environment as settings:
+            banner = _banner(settings, ALL, environment)
+
+            def ready(running: Any) -> None:
+                # the CLI finds the API and its token through the runtime file
+                environment.record(api=running.api_url, token_file=str(running.dev_token_file))
+                banner(running)
+
             run_until_signal(
                 lambda stop: run_components(
-                    settings, ALL, stop, on_ready=_banner(settings, ALL, environment), stop_targets=True
+                    settings, ALL, stop, on_ready=ready, stop_targets=True, dev_token=True
                 )
             )
     except ShiplogError as exc:
@@ -322,6 +334,36 @@ def audit_verify() -> None:
     sys.exit(1)
 
 
+@audit.command("show")
+@click.argument("deployment")
+@click.option(
+    "--at",
+    type=click.DateTime(
+        formats=["%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"]
+    ),
+    help="the instant to show (UTC unless given); default: now",
+)
+@click.option("--json", "as_json", is_flag=True, help="the state as JSON")
+def audit_show(deployment: str, at: datetime | None, as_json: bool) -> None:
+    """DEPLOYMENT as it stood at --at, rebuilt from the log alone: the plan, approvals
+    so far (who, role, comment, client address), verification so far, the window."""
+    from datetime import UTC
+
+    from shiplog.audit import render, show
+
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    view = _run(_with_log(lambda log: show(log, deployment, at)))
+    if view is None:
+        err.print(f"[red]no deployment {deployment} in the log[/red]")
+        sys.exit(1)
+    if as_json:
+        sys.stdout.write(json.dumps(view.to_dict(), indent=2, default=str) + "\n")
+        return
+    for line in render(view):
+        out.print(line, highlight=False)
+
+
 @audit.command("replay")
 @click.option("--stream", "stream_id", help="only this stream (deployment, release)")
 @click.option("--type", "types", multiple=True, help="only this event type (repeatable)")
@@ -381,143 +423,84 @@ def audit_replay(
 
 
 # -- operators' commands ----------------------------------------------------------------
-
-
-def _actor(as_name: str | None = None) -> str:
-    """Who gives a command: ``--as NAME``, else $SHIPLOG_USER, else the OS user.
-
-    The one place that says who the actor is (authenticated tokens replace it later)."""
-    import getpass
-    import os
-
-    from events.errors import InvalidInput
-
-    if as_name:
-        return as_name
-    if user := os.environ.get("SHIPLOG_USER"):
-        return user
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError) as exc:
-        raise InvalidInput("cannot tell who you are: pass --as NAME or set SHIPLOG_USER") from exc
-
+#
+# They talk to the command API (SHIPLOG_API_URL, default the running `shiplog dev`'s)
+# with a bearer token (SHIPLOG_TOKEN, default the admin token `shiplog dev` keeps):
+# the actor recorded is whoever the token names.
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _as_option(fn: F) -> F:
-    return click.option(
-        "--as", "as_name", metavar="NAME", help="who gives the command (default $SHIPLOG_USER, the OS user)"
-    )(fn)
 
 
 def _comment_option(fn: F) -> F:
     return click.option("--comment", "-m", default="", help="why; recorded with the command")(fn)
 
 
-#: statuses in which an approval or denial can still matter
-_BEFORE_APPROVAL = ("new", "planned", "awaiting_approval")
+def _api() -> Any:
+    from shiplog.apiclient import ApiClient
+
+    return ApiClient.from_settings(Settings())
 
 
-async def _resolve(log: Any, target: str, env: str | None) -> tuple[str, Any]:
-    """TARGET (a deployment id, or a service with --env) -> (deployment id, its state)."""
-    from events.errors import InvalidInput
-    from shiplog.status import find_deployment, load_deployment
+def _quoted(part: str) -> str:
+    from urllib.parse import quote
 
-    if env is not None:
-        found = await find_deployment(log, target, env)
-        if found is None:
-            raise InvalidInput(f"no deployment of {target} in {env} in the log")
-        target = found
-    state = await load_deployment(log, target)
-    if state is None:
-        hint = "" if env is not None else " (give a deployment id, or SERVICE --env ENV)"
-        raise InvalidInput(f"no deployment {target} in the log{hint}")
-    return target, state
+    return quote(part, safe="")
 
 
-async def _publish(data: Any, *, actor: str, subject: str, correlationid: str | None) -> Any:
-    from producers.commands import publish_command
+def _target(api: Any, target: str, env: str | None) -> str:
+    """TARGET (a deployment id, or a service with --env) -> the deployment id."""
+    if env is None:
+        return target
+    found = api.get(f"/services/{_quoted(target)}/environments/{_quoted(env)}")
+    return str(found["deployment_id"])
 
-    settings = _settings(database=False)
-    assert settings.kafka_bootstrap_servers
-    return await publish_command(
-        settings.kafka_bootstrap_servers,
-        data,
-        actor=actor,
-        subject=subject,
-        topic_prefix=settings.topic_prefix,
-        correlationid=correlationid,
+
+def _say(accepted: dict[str, Any], what: str) -> None:
+    out.print(f"{accepted['id']}  {what} as {accepted['actor']}", highlight=False)
+
+
+def _approval_cli(name: str, verb: str) -> None:
+    @cli.command(
+        name,
+        help=f"{name.capitalize()} a deployment awaiting approval, as the principal your token names.",
     )
-
-
-def _deployment_command(verb: str, make: Callable[[str, str], Any], *, approval: bool) -> Callable[..., None]:
-    """Run one command on one deployment: resolve it in the log, refuse what cannot
-    matter any more, publish, print the command's id and what it did."""
-
-    def run(target: str, env: str | None, comment: str, as_name: str | None) -> None:
-        from events.errors import DomainRefusal
-
-        actor = _actor(as_name)
-
-        async def go(log: Any) -> tuple[Any, str]:
-            deployment_id, state = await _resolve(log, target, env)
-            if state.terminal:
-                raise DomainRefusal(f"deployment {deployment_id} already ended: {state.status.value}")
-            if approval and state.status.value not in _BEFORE_APPROVAL:
-                raise DomainRefusal(
-                    f"deployment {deployment_id} is past approval (status {state.status.value})"
-                )
-            event = await _publish(
-                make(deployment_id, comment),
-                actor=actor,
-                subject=deployment_id,
-                correlationid=state.plan.release_id,
-            )
-            return event, deployment_id
-
-        event, deployment_id = _run(_with_log(go))
-        out.print(f"{event.id}  {verb} {deployment_id} as {actor}")
-
-    return run
-
-
-def _approval_cli(name: str, verb: str, model: Any) -> None:
-    run = _deployment_command(verb, lambda d, c: model(deployment_id=d, comment=c), approval=True)
-
-    @cli.command(name, help=f"{name.capitalize()} a deployment awaiting approval (the actor is recorded).")
     @click.argument("deployment_id")
     @_comment_option
-    @_as_option
-    def command(deployment_id: str, comment: str, as_name: str | None) -> None:
-        run(deployment_id, None, comment, as_name)
+    @click.option("--role", help="the role you act in (one you hold, and one the level names)")
+    @click.option("--level", help="the approval level you mean (default: the one open now)")
+    @click.option("--plan-hash", help="the plan you reviewed: refused if the plan changed since")
+    @click.option("--digest", help="the artifact digest you reviewed")
+    def command(
+        deployment_id: str,
+        comment: str,
+        role: str | None,
+        level: str | None,
+        plan_hash: str | None,
+        digest: str | None,
+    ) -> None:
+        body = {"comment": comment, "role": role, "level": level, "plan_hash": plan_hash, "digest": digest}
+        accepted = _api().post(f"/deployments/{_quoted(deployment_id)}/{name}", body)
+        _say(accepted, f"{verb} {deployment_id}")
 
 
-def _target_cli(name: str, verb: str, model: Any, doc: str) -> None:
-    run = _deployment_command(verb, lambda d, c: model(deployment_id=d, comment=c), approval=False)
-
+def _target_cli(name: str, verb: str, doc: str) -> None:
     @cli.command(name, help=f"{doc} TARGET is a deployment id, or a SERVICE with --env ENV.")
     @click.argument("target")
     @click.option("--env", "-e", help="TARGET is a service: its active (or latest) deployment here")
     @_comment_option
-    @_as_option
-    def command(target: str, env: str | None, comment: str, as_name: str | None) -> None:
-        run(target, env, comment, as_name)
+    def command(target: str, env: str | None, comment: str) -> None:
+        api = _api()
+        deployment_id = _target(api, target, env)
+        accepted = api.post(f"/deployments/{_quoted(deployment_id)}/{name}", {"comment": comment})
+        _say(accepted, f"{verb} {deployment_id}")
 
 
-def _register_commands() -> None:
-    from events.approval import ApprovalDenied, ApprovalGranted
-    from events.command import Abort, Pause, Promote, Resume
-
-    _approval_cli("approve", "approved", ApprovalGranted)
-    _approval_cli("deny", "denied", ApprovalDenied)
-    _target_cli("promote", "promoted", Promote, "Skip the current pause (an indefinite one waits for this).")
-    _target_cli("pause", "paused", Pause, "Pause a deployment before its next step.")
-    _target_cli("resume", "resumed", Resume, "Resume a paused deployment.")
-    _target_cli("abort", "aborted", Abort, "Stop a deployment and roll it back.")
-
-
-_register_commands()
+_approval_cli("approve", "approved")
+_approval_cli("deny", "denied")
+_target_cli("promote", "promoted", "Skip the current pause (an indefinite one waits for this).")
+_target_cli("pause", "paused", "Pause a deployment before its next step.")
+_target_cli("resume", "resumed", "Resume a paused deployment.")
+_target_cli("abort", "aborted", "Stop a deployment and roll it back.")
 
 
 @cli.command("schedule")
@@ -533,21 +516,17 @@ _register_commands()
     help="not before this time (UTC unless an offset is given)",
 )
 @_comment_option
-@_as_option
-def schedule(target: str, env: str | None, not_before: datetime, comment: str, as_name: str | None) -> None:
+def schedule(target: str, env: str | None, not_before: datetime, comment: str) -> None:
     """Hold a deployment that has not started until a time. TARGET is a deployment id,
     or a SERVICE with --env ENV."""
     from datetime import UTC
 
-    from events.command import Schedule
-
     when = not_before if not_before.tzinfo else not_before.replace(tzinfo=UTC)
-    run = _deployment_command(
-        f"scheduled for {when.isoformat()}",
-        lambda d, c: Schedule(deployment_id=d, comment=c, not_before=when),
-        approval=False,
-    )
-    run(target, env, comment, as_name)
+    api = _api()
+    deployment_id = _target(api, target, env)
+    body = {"comment": comment, "not_before": when.isoformat()}
+    accepted = api.post(f"/deployments/{_quoted(deployment_id)}/schedule", body)
+    _say(accepted, f"scheduled {deployment_id} for {when.isoformat()}")
 
 
 @cli.command()
@@ -555,41 +534,14 @@ def schedule(target: str, env: str | None, not_before: datetime, comment: str, a
 @click.option("--env", "-e", required=True, help="the environment to roll back")
 @click.option("--to", "to_version", metavar="VERSION", help="the version to restore (default: the snapshot)")
 @_comment_option
-@_as_option
-def rollback(service: str, env: str, to_version: str | None, comment: str, as_name: str | None) -> None:
+def rollback(service: str, env: str, to_version: str | None, comment: str) -> None:
     """Roll SERVICE back in ENV: to the snapshot taken before its last deployment, or to --to VERSION."""
-    from events.command import Rollback
-    from events.errors import InvalidInput
-    from shiplog.status import deployment_status
-
-    actor = _actor(as_name)
-
-    async def go(log: Any) -> Any:
-        report = await deployment_status(log, service)
-        if report.get(service, env) is None:
-            known = ", ".join(sorted({e.environment for e in report.environments})) or "none"
-            raise InvalidInput(
-                f"no deployment of {service} in {env} in the log: nothing to roll back"
-                f" (environments of {service}: {known})"
-            )
-        if to_version is not None:
-            from shiplog.status import find_deployment, load_deployment
-
-            found = await find_deployment(log, service, env)
-            state = await load_deployment(log, found) if found else None
-            restores = state.previous_version if state else None
-            if restores != to_version:
-                raise InvalidInput(
-                    f"rolling back {service} in {env} restores the snapshot taken before its last "
-                    f"deployment, which ran {restores or 'nothing'}, not {to_version}; to run "
-                    f"{to_version}, publish its build again"
-                )
-        data = Rollback(service=service, environment=env, to_version=to_version, comment=comment)
-        return await _publish(data, actor=actor, subject=f"{service}.{env}", correlationid=None)
-
-    event = _run(_with_log(go))
+    accepted = _api().post(
+        f"/services/{_quoted(service)}/environments/{_quoted(env)}/rollback",
+        {"to_version": to_version, "comment": comment},
+    )
     target = f"to {to_version}" if to_version else "to its snapshot"
-    out.print(f"{event.id}  rollback of {service} in {env} {target} requested as {actor}")
+    _say(accepted, f"rollback of {service} in {env} {target} requested")
 
 
 @cli.group()
@@ -601,11 +553,9 @@ def approvals() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def approvals_pending(as_json: bool) -> None:
     """Deployments awaiting approval, with the command that approves each."""
-    from shiplog.status import deployment_status
-
-    pending = _run(_with_log(deployment_status)).pending_approvals()
+    pending: list[dict[str, Any]] = _api().get("/approvals/pending")
     if as_json:
-        rows = [{**d.to_dict(), "approve": f"shiplog approve {d.deployment_id}"} for d in pending]
+        rows = [{**d, "approve": f"shiplog approve {d['deployment_id']}"} for d in pending]
         click.echo(json.dumps(rows, indent=2))
         return
     if not pending:
@@ -616,11 +566,101 @@ def approvals_pending(as_json: bool) -> None:
         table.add_column(column)
     for d in pending:
         table.add_row(
-            d.service,
-            d.environment,
-            d.version,
-            f"{d.updated_at:%Y-%m-%d %H:%M:%S}Z",
-            f"shiplog approve {d.deployment_id}",
+            d["service"],
+            d["environment"],
+            d["version"],
+            str(d["updated_at"]).replace("+00:00", "Z"),
+            f"shiplog approve {d['deployment_id']}",
+        )
+    out.print(table)
+
+
+# -- API tokens ---------------------------------------------------------------------------
+
+
+@cli.group()
+def token() -> None:
+    """API tokens: issue, list, revoke (needs the database, as an administrator)."""
+
+
+def _expiry(text: str) -> datetime | None:
+    from datetime import UTC
+
+    from consumers.planning.pipeline import parse_duration
+
+    if text.strip().lower() in ("never", "none", "0"):
+        return None
+    try:
+        return datetime.now(UTC) + parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{exc} (or 'never')", param_hint="--expires") from exc
+
+
+@token.command("create")
+@click.option("--user", "user", required=True, help="the principal the token names (the recorded actor)")
+@click.option("--roles", default="", help="comma-separated roles, e.g. release-manager,operator")
+@click.option("--expires", default="90d", show_default=True, help="lifetime (30d, 12h, ...) or 'never'")
+@click.option("--json", "as_json", is_flag=True, help="the token and its record as JSON")
+def token_create(user: str, roles: str, expires: str, as_json: bool) -> None:
+    """Issue a token. It is printed once, here; only its hash is stored."""
+    from datetime import UTC
+
+    from adapters.identity.tokens import PostgresTokenStore
+
+    expires_at = _expiry(expires)
+    role_list = [r.strip() for r in roles.split(",") if r.strip()]
+    info, value = _run(_with_log(lambda log: PostgresTokenStore(log).create(user, role_list, expires_at)))
+    if as_json:
+        click.echo(json.dumps({**info.to_dict(datetime.now(UTC)), "token": value}, indent=2))
+        return
+    click.echo(value)
+    until = f"until {info.expires_at:%Y-%m-%d %H:%M}Z" if info.expires_at else "without expiry"
+    err.print(
+        f"token {info.token_id} for {info.principal} (roles: {', '.join(info.roles) or 'none'}), {until}. "
+        "It is shown this once: keep it in SHIPLOG_TOKEN or a secret store."
+    )
+
+
+@token.command("revoke")
+@click.argument("token_id")
+def token_revoke(token_id: str) -> None:
+    """Revoke a token by its id (see `shiplog token list`)."""
+    from adapters.identity.tokens import PostgresTokenStore
+
+    info = _run(_with_log(lambda log: PostgresTokenStore(log).revoke(token_id)))
+    if info is None:
+        err.print(f"[red]error:[/red] no token {token_id} (see `shiplog token list`)")
+        sys.exit(2)
+    out.print(f"revoked {info.token_id} of {info.principal}")
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def token_list(as_json: bool) -> None:
+    """Every token: id, user, roles, state (active, expired, revoked) — never the token."""
+    from datetime import UTC
+
+    from adapters.identity.tokens import PostgresTokenStore
+
+    infos = _run(_with_log(lambda log: PostgresTokenStore(log).list()))
+    now = datetime.now(UTC)
+    if as_json:
+        click.echo(json.dumps([i.to_dict(now) for i in infos], indent=2))
+        return
+    if not infos:
+        err.print("no tokens")
+        return
+    table = Table(title="API tokens")
+    for column in ("id", "user", "roles", "state", "created", "expires"):
+        table.add_column(column)
+    for i in infos:
+        table.add_row(
+            i.token_id,
+            i.principal,
+            ", ".join(i.roles),
+            i.state(now),
+            f"{i.created_at:%Y-%m-%d %H:%M}",
+            f"{i.expires_at:%Y-%m-%d %H:%M}" if i.expires_at else "never",
         )
     out.print(table)
 
@@ -685,7 +725,7 @@ def demo(home: Path | None) -> None:
         update={"home": home or Path(tempfile.mkdtemp(prefix="shiplog-demo-")), "config": DEMO_CONFIG}
     )
     # the demo prints every event itself; per-message broker logs would drown it
-    for noisy in ("faststream", "faststream.access.kafka", "shiplog"):
+    for noisy in ("faststream", "faststream.access.kafka", "shiplog", "uvicorn", "producers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     outcomes: list[Any] = []
     try:
@@ -718,13 +758,14 @@ def pipeline() -> None:
 def pipeline_validate(directory: Path | None) -> None:
     """Check every <service>.yaml in DIRECTORY (default SHIPLOG_CONFIG); each error
     with its file, line and field. Exit 1 when there are errors."""
+    from consumers.notification.config import NOTIFICATIONS_FILE, validate_notifications
     from consumers.planning.loader import load_pipelines, validate_dir
 
     directory = directory or Settings().config
     if not directory.is_dir():
         err.print(f"[red]error:[/red] {directory} is not a directory")
         sys.exit(2)
-    errors = validate_dir(directory)
+    errors = [*validate_dir(directory), *validate_notifications(directory)]
     for error in errors:
         click.echo(str(error))
     if errors:
@@ -734,6 +775,8 @@ def pipeline_validate(directory: Path | None) -> None:
     for name, file in sorted(services.items()):
         envs = " -> ".join(e.name for e in file.environments)
         click.echo(f"ok: {name} ({file.pipeline}): {envs}")
+    if (directory / NOTIFICATIONS_FILE).exists():
+        click.echo(f"ok: {NOTIFICATIONS_FILE}")
 
 
 @pipeline.command("schema")
@@ -742,6 +785,79 @@ def pipeline_schema() -> None:
     from consumers.planning.pipeline import PipelineFile
 
     click.echo(json.dumps(PipelineFile.model_json_schema(), indent=2))
+
+
+# -- metrics ---------------------------------------------------------------------------
+
+
+@cli.group()
+def metrics() -> None:
+    """Delivery metrics computed from the log."""
+
+
+@metrics.command("dora")
+@click.option("--service", help="only this service")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
+    help="the period's start (UTC unless given); default: the first event",
+)
+@click.option(
+    "--until",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"]),
+    help="the period's end; default: the last event",
+)
+@click.option("--json", "as_json", is_flag=True, help="the figures as JSON")
+def metrics_dora(service: str | None, since: datetime | None, until: datetime | None, as_json: bool) -> None:
+    """The four DORA keys per service and environment: deployment frequency, lead
+    time for changes, change failure rate, time to restore."""
+    from datetime import UTC
+
+    from rich.table import Table
+
+    from shiplog.dora import dora, format_duration
+
+    since = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
+    until = until.replace(tzinfo=UTC) if until is not None and until.tzinfo is None else until
+    rows = _run(_with_log(lambda log: dora(log, service=service, since=since, until=until)))
+    if as_json:
+        sys.stdout.write(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+        return
+    if not rows:
+        err.print("no deployments in the period")
+        return
+    table = Table(title="DORA keys, from the log")
+    for column in (
+        "service",
+        "environment",
+        "deploys/day",
+        "lead time p50 / p90",
+        "change failure",
+        "restore p50",
+    ):
+        table.add_column(column, justify="left" if column in ("service", "environment") else "right")
+    for r in rows:
+        cfr = (
+            f"{r.change_failure_rate:.0%} ({r.failures}/{r.ended})"
+            if r.change_failure_rate is not None
+            else "-"
+        )
+        restore = format_duration(r.time_to_restore_median_s) + (
+            f" ({r.unrestored} open)" if r.unrestored else ""
+        )
+        table.add_row(
+            r.service,
+            r.environment,
+            f"{r.frequency_per_day:.2f}",
+            f"{format_duration(r.lead_time_median_s)} / {format_duration(r.lead_time_p90_s)}",
+            cfr,
+            restore,
+        )
+    out.print(table)
+
+
+# `shiplog analysis rejudge`: its own module, a click group
+cli.add_command(rejudge_analysis)
 
 
 if __name__ == "__main__":

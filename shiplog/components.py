@@ -1,5 +1,5 @@
-"""Which components exist: the relay and every consumer, by the name
-``shiplog run NAME`` takes. Later consumers register here."""
+"""Which components exist: the relay, the command API and every consumer, by the
+name ``shiplog run NAME`` takes. Later consumers register here."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from consumers.approval import APPROVAL
 from consumers.contract import Consumer
 from consumers.execution import EXECUTION
+from consumers.notification import NOTIFICATION
 from consumers.planning.core import PLANNING
 from consumers.recorder import RECORDER
 from consumers.rollback import ROLLBACK
@@ -16,10 +17,11 @@ from consumers.timers import TIMERS
 from consumers.verification import VERIFICATION
 
 CONSUMERS: dict[str, Consumer[Any]] = {
-    c.name: c for c in (RECORDER, TIMERS, PLANNING, APPROVAL, EXECUTION, VERIFICATION, ROLLBACK)
+    c.name: c for c in (RECORDER, TIMERS, PLANNING, APPROVAL, EXECUTION, VERIFICATION, ROLLBACK, NOTIFICATION)
 }
 RELAY = "relay"
-ALL = (RELAY, *CONSUMERS)
+API = "api"
+ALL = (RELAY, API, *CONSUMERS)
 
 
 def subscriptions() -> Mapping[str, tuple[Sequence[str], Sequence[str]]]:

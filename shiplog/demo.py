@@ -1,9 +1,10 @@
 """``shiplog demo``: the embedded system, and a scenario played against it.
 
 1.0.0 goes dev -> staging -> production (rolling, blue-green, then a canary at 20%
-and 50% with analysis, approved by a named release manager); then 1.1.0, which the
-demo pipeline marks as bad, fails its canary analysis in production and is rolled
-back by itself. Every event is printed as it lands in the log; at the end, HTTP
+and 50% with analysis, approved by a named release manager through the command API,
+with an API token that names her and holds the roles the production gate asks
+for); then 1.1.0, which the demo pipeline marks as bad, fails its canary analysis
+in production and is rolled back by itself. Every event is printed as it lands in the log; at the end, HTTP
 requests show which version really serves.
 """
 
@@ -14,7 +15,8 @@ import contextlib
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,11 @@ from rich.table import Table
 from rich.text import Text
 
 from adapters.eventlog import PostgresEventLog
+from adapters.identity.tokens import PostgresTokenStore
 from consumers.deployment import DeploymentState, Status, fold
-from events.approval import ApprovalGranted
+from consumers.planning.loader import load_pipelines
 from events.deployment import deployment_id, deployment_stream
 from producers.build import publish_build
-from producers.commands import publish_command
 from shiplog.components import ALL
 from shiplog.runner import Running, run_components
 from shiplog.settings import Settings
@@ -135,26 +137,53 @@ async def serving(endpoint: str, requests: int = 50) -> Counter[str]:
     return seen
 
 
+def production_roles(config: Path = DEMO_CONFIG) -> list[str]:
+    """The roles the demo pipeline's production gate asks approvers for."""
+    [environment] = [e for e in load_pipelines(config)[SERVICE].environments if e.name == "production"]
+    manual = environment.gate.manual
+    return sorted({role for level in (manual.levels if manual else []) for role in level.roles})
+
+
+@dataclass
+class Approver:
+    """The demo's release manager: her API token, and the role she approves in."""
+
+    token: str = field(repr=False)
+    role: str | None
+
+
+async def approver(log: PostgresEventLog) -> Approver:
+    roles = production_roles()
+    _, token = await PostgresTokenStore(log).create(
+        APPROVER, roles, expires_at=datetime.now(UTC) + timedelta(hours=1)
+    )
+    return Approver(token, roles[0] if roles else None)
+
+
 async def release(
-    settings: Settings, log: PostgresEventLog, console: Console, version: str
+    settings: Settings, running: Running, console: Console, version: str, who: Approver
 ) -> tuple[str, DeploymentState]:
-    assert settings.kafka_bootstrap_servers
+    assert settings.kafka_bootstrap_servers and running.api_url
+    log = running.log
     bootstrap, prefix = settings.kafka_bootstrap_servers, settings.topic_prefix
     event = await publish_build(bootstrap, build(version), source="ci/demo/sample", topic_prefix=prefix)
     production = deployment_id(SERVICE, "production", event.id)
     await until(log, production, lambda s: s.status in (Status.AWAITING_APPROVAL, *terminal_statuses()))
+    role = f" --role {who.role}" if who.role else ""
     console.print(
-        f"\n[bold]A release manager approves production[/] (what a person types):\n"
-        f"  shiplog approve {production} --comment 'canary plan looks good' --as {APPROVER}\n"
+        f"\n[bold]A release manager approves production[/] (what {APPROVER} types, her API token "
+        f"in SHIPLOG_TOKEN):\n"
+        f"  shiplog approve {production} --comment 'canary plan looks good'{role}\n"
     )
-    await publish_command(
-        bootstrap,
-        ApprovalGranted(deployment_id=production, comment="canary plan looks good"),
-        actor=APPROVER,
-        subject=production,
-        topic_prefix=prefix,
-        correlationid=event.id,
-    )
+    async with httpx.AsyncClient(
+        base_url=running.api_url, headers={"Authorization": f"Bearer {who.token}"}, timeout=30
+    ) as api:
+        answer = await api.post(
+            f"/deployments/{production}/approve",
+            json={"comment": "canary plan looks good", "role": who.role},
+        )
+    if answer.status_code != 202:
+        raise RuntimeError(f"the API refused the approval: {answer.status_code} {answer.text}")
     return production, await until(log, production, lambda s: s.terminal)
 
 
@@ -168,14 +197,15 @@ async def play(settings: Settings, running: Running, console: Console) -> Outcom
     watcher = asyncio.create_task(watch(log, console))
     try:
         console.rule("[bold]1.0.0 walks dev -> staging -> production")
-        _, state = await release(settings, log, console, "1.0.0")
+        who = await approver(log)
+        _, state = await release(settings, running, console, "1.0.0", who)
         endpoint = await _endpoint(running)
         served = await serving(endpoint)
         outcome.good_served = served.most_common(1)[0][0] if served else None
         await asyncio.sleep(0.3)
         console.print(f"\nproduction ({endpoint}) serves: {dict(served)}\n")
         console.rule("[bold]1.1.0 is bad: its canary fails analysis and rolls back")
-        _, state = await release(settings, log, console, "1.1.0")
+        _, state = await release(settings, running, console, "1.1.0", who)
         outcome.bad_status = state.status
         outcome.final_served = await serving(endpoint)
         await asyncio.sleep(0.3)
@@ -207,6 +237,8 @@ async def _endpoint(running: Running) -> str:
 
 
 async def run_demo(settings: Settings, stop: asyncio.Event, console: Console) -> Outcome:
+    # the demo's API is its own: any free port, never one a `shiplog dev` holds
+    settings = settings.model_copy(update={"api_port": 0})
     ready: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
     system: asyncio.Future[None] = asyncio.ensure_future(
         run_components(settings, ALL, stop, on_ready=ready.set_result, stop_targets=True)

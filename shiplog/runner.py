@@ -10,7 +10,8 @@ import json
 import logging
 import os
 import signal
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,16 +23,20 @@ from adapters.eventlog import PostgresEventLog
 from adapters.eventlog.lanes import PostgresLanes
 from adapters.eventlog.timers import PostgresTimerStore
 from consumers.contract import Ports
+from consumers.notification import NOTIFICATION, Courier
 from consumers.planning.loader import load_pipelines
+from consumers.planning.watch import PipelineWatcher
 from consumers.recorder import RECORDER
 from consumers.shell import ConsumerShell, LocalDispatch
 from consumers.timers import TimerScheduler
 from events.errors import InvalidInput
 from producers.kafka import create_topics
 from producers.relay import OutboxRelay
-from shiplog.components import ALL, CONSUMERS, RELAY, subscriptions
+from shiplog.components import ALL, API, CONSUMERS, RELAY, subscriptions
 from shiplog.embedded import EmbeddedBroker, EmbeddedPostgres
+from shiplog.identity import authenticator, command_key, ensure_dev_token, operator_roles, verifying_keys
 from shiplog.settings import LOCK_FILE, Settings, read_runtime
+from shiplog.status import deployment_status
 from shiplog.targets import TargetPool
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,10 @@ class Running:
     relay: OutboxRelay | None = None
     shells: list[ConsumerShell] = field(default_factory=list)
     ports: Ports | None = None
+    #: where the command API listens, when it runs here
+    api_url: str | None = None
+    #: the admin token `shiplog dev` keeps for the person running it
+    dev_token_file: Path | None = None
 
 
 async def run_components(
@@ -88,8 +97,10 @@ async def run_components(
     *,
     on_ready: Callable[[Running], None] | None = None,
     stop_targets: bool = False,
+    dev_token: bool = False,
 ) -> None:
-    """Migrate, create topics, start the named components, wait for ``stop``."""
+    """Migrate, create topics, start the named components, wait for ``stop``.
+    ``dev_token``: issue (once) the admin API token `shiplog dev` keeps under home."""
     unknown = [c for c in components if c not in ALL]
     if unknown:
         raise InvalidInput(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(ALL)}")
@@ -101,12 +112,25 @@ async def run_components(
     pipelines = {}
     if "planning" in components and settings.config.exists():
         pipelines = load_pipelines(settings.config)
-    eventlog = await PostgresEventLog.connect(settings.database_url, schema=settings.log_schema)
+    # likewise a bad notifications.yaml stops the notification consumer
+    notifier = Courier.from_dir(settings.config) if NOTIFICATION.name in components else None
+    # The API's port first: a taken one stops everything before anything starts.
+    api_socket = bind_api(settings.api_host, settings.api_port) if API in components else None
+    # Commands are signed by the API and verified by every consumer with this key.
+    keys = verifying_keys(settings) if API in components or set(CONSUMERS) & set(components) else {}
+    try:
+        eventlog = await PostgresEventLog.connect(settings.database_url, schema=settings.log_schema)
+    except BaseException:
+        if api_socket is not None:
+            api_socket.close()
+        raise
     await create_topics(
         bootstrap, settings.topic_prefix, settings.topic_replication, settings.topic_partitions
     )
     running = Running(eventlog)
     tasks: list[asyncio.Task[Any]] = []
+    #: stopped first, in reverse order, before the tasks are cancelled
+    stoppers: list[Callable[[], Awaitable[None]]] = []
     # One broker client per consumer: FastStream starts a broker's subscribers one
     # after another, each waiting out its group's join, so separate brokers started
     # together come up in the time of one.
@@ -115,8 +139,17 @@ async def run_components(
     ports.targets = TargetPool(settings.home, workdir=workdir_for(settings.config))
     ports.pipelines = pipelines
     ports.config_dir = settings.config
+    ports.notifier = notifier
     running.ports = ports
     scheduler: TimerScheduler | None = None
+    watcher: PipelineWatcher | None = None
+    if "planning" in components and settings.config.exists():
+
+        async def pending(service: str) -> list[Any]:
+            return (await deployment_status(eventlog, service)).pending_approvals()
+
+        watcher = PipelineWatcher(settings.config, pipelines, eventlog, pending)
+        tasks.append(asyncio.create_task(watcher.run(), name="pipelines"))
     if "timers" in components:
         ports.timers = PostgresTimerStore(eventlog)
         scheduler = TimerScheduler(eventlog, ports.timers)
@@ -150,6 +183,7 @@ async def run_components(
                     settings.topic_prefix,
                     ports=ports,
                     fetch_max_wait_ms=fetch_wait,
+                    command_keys=keys,
                 )
                 shell.subscribe()
                 running.shells.append(shell)
@@ -162,12 +196,23 @@ async def run_components(
                     shell.forward_received = dispatch
             if scheduler is not None:
                 scheduler.on_appended = dispatch
+            if watcher is not None:
+                watcher.on_appended = dispatch
         await asyncio.gather(*(b.start() for b in brokers))
         if running.relay is not None:
             await _wait_ready(running.relay, next(t for t in tasks if t.get_name() == "relay"))
+        if dev_token:
+            running.dev_token_file = await ensure_dev_token(settings, eventlog)
+        if api_socket is not None:
+            api = await _start_api(settings, eventlog, api_socket)
+            api_socket = None  # the server owns it now
+            stoppers.append(api.stop)
+            running.api_url = api.url
+            tasks.append(api.task)
         from shiplog.metrics import serve
 
-        serve(running, settings.metrics_port)
+        if (refresher := serve(running, settings.metrics_port)) is not None:
+            tasks.append(refresher)
         if on_ready is not None:
             on_ready(running)
         waiter = asyncio.create_task(stop.wait())
@@ -176,6 +221,11 @@ async def run_components(
             if task is not waiter:
                 task.result()  # a component died: surface why
     finally:
+        for stopper in reversed(stoppers):
+            with contextlib.suppress(Exception):
+                await stopper()
+        if api_socket is not None:
+            api_socket.close()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -184,7 +234,56 @@ async def run_components(
         await asyncio.gather(*(sh.flush_commits() for sh in running.shells), return_exceptions=True)
         await asyncio.gather(*(b.stop() for b in brokers), return_exceptions=True)
         await ports.targets.close(stop_processes=stop_targets)
+        if notifier is not None:
+            await notifier.close()
         await eventlog.close()
+
+
+def bind_api(host: str, port: int) -> socket.socket:
+    from producers.api.server import bind
+
+    return bind(host, port)
+
+
+@dataclass
+class _RunningApi:
+    url: str
+    task: asyncio.Task[None]
+    stop: Callable[[], Awaitable[None]]
+
+
+async def _start_api(settings: Settings, eventlog: PostgresEventLog, sock: socket.socket) -> _RunningApi:
+    """The command API on ``sock``: authenticated, signing, publishing to Kafka."""
+    from producers.api import ApiDeps, Signer, create_app
+    from producers.api.publisher import CommandPublisher
+    from producers.api.server import ApiServer
+
+    assert settings.kafka_bootstrap_servers
+    publisher = CommandPublisher(settings.kafka_bootstrap_servers, settings.topic_prefix)
+    key_id, key = command_key(settings)
+    app = create_app(
+        ApiDeps(
+            log=eventlog,
+            authenticator=authenticator(settings, eventlog),
+            publish=publisher,
+            signer=Signer(key_id, key),
+            trust_proxy=settings.api_trust_proxy,
+            operator_roles=operator_roles(settings),
+        )
+    )
+    await publisher.start()
+    server = ApiServer(app, sock)
+    try:
+        task = await server.start()
+    except BaseException:
+        await publisher.stop()
+        raise
+
+    async def stop() -> None:
+        await server.stop()
+        await publisher.stop()
+
+    return _RunningApi(server.url, task, stop)
 
 
 async def _wait_ready(relay: OutboxRelay, task: asyncio.Task[Any]) -> None:
@@ -280,6 +379,16 @@ class DevEnvironment:
         except BaseException:
             self.__exit__(None, None, None)
             raise
+
+    def record(self, **values: object) -> None:
+        """Add to the runtime file what is known only once running (the API's address,
+        where the admin token is), replacing it atomically for readers."""
+        path = self.settings.runtime_file
+        runtime = json.loads(path.read_text())
+        runtime.update({k: v for k, v in values.items() if v is not None})
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(runtime, indent=2))
+        os.replace(tmp, path)
 
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import platformdirs
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from events.errors import InvalidInput
@@ -21,6 +21,15 @@ DEFAULT_LOG_SCHEMA = "shiplog"
 DEFAULT_METRICS_PORT = 0
 RUNTIME_FILE = "dev.json"
 LOCK_FILE = "dev.lock"
+#: the command API: where `shiplog dev` and `shiplog run api` listen by default
+DEFAULT_API_HOST = "127.0.0.1"
+DEFAULT_API_PORT = 8765
+#: roles that may promote, pause, resume, abort, schedule and roll back
+DEFAULT_API_OPERATOR_ROLES = "admin,operator"
+#: under SHIPLOG_HOME: the command-signing key (when SHIPLOG_COMMAND_KEY is unset),
+#: and the admin API token `shiplog dev` issues for the person running it
+COMMAND_KEY_FILE = "command.key"
+DEV_TOKEN_FILE = "admin.token"
 
 
 def default_home() -> Path:
@@ -59,6 +68,29 @@ class Settings(BaseSettings):
     local_dispatch: bool = True
     #: the pipelines directory (one <service>.yaml each); default: the examples
     config: Path = EXAMPLE_CONFIG
+
+    # -- the command API and identity
+    api_host: str = DEFAULT_API_HOST
+    #: a port that is taken fails `shiplog dev` / `shiplog run api` (0: any free one)
+    api_port: int = DEFAULT_API_PORT
+    #: where the CLI finds the API (default: that of the running `shiplog dev`)
+    api_url: str | None = None
+    #: take the client address from X-Forwarded-For (only behind a proxy you run)
+    api_trust_proxy: bool = False
+    #: comma-separated; empty: any authenticated principal may operate deployments
+    api_operator_roles: str = DEFAULT_API_OPERATOR_ROLES
+    #: the CLI's bearer token (default: the admin token of the running `shiplog dev`)
+    token: SecretStr | None = None
+    #: the key the API signs commands with and the consumers verify them by; unset: a
+    #: random one in SHIPLOG_HOME/command.key, made by whichever process needs it first
+    command_key: SecretStr | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    #: where the roles are in a JWT's claims (a dotted path: realm_access.roles)
+    oidc_roles_claim: str = "roles"
+    #: which claim names the principal: sub, preferred_username or email
+    oidc_principal_claim: str = "sub"
 
     @property
     def runtime_file(self) -> Path:

@@ -95,6 +95,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "API tokens, stored only as a SHA-256 hash",
+        """
+        CREATE TABLE tokens (
+            token_id text PRIMARY KEY,
+            token_hash bytea NOT NULL UNIQUE,
+            principal text NOT NULL,
+            roles text[] NOT NULL DEFAULT '{}',
+            created_at timestamptz NOT NULL DEFAULT now(),
+            expires_at timestamptz,
+            revoked_at timestamptz
+        );
+        """,
+    ),
 ]
 
 _LOCK_KEY = 0x5348_4950  # "SHIP"

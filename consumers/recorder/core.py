@@ -6,6 +6,10 @@ the stream of the deployment it names, so the log shows who asked for what besid
 what happened. The decision is trivial — record the event unless this stream
 already holds it — which is exactly what makes it a good first proof of the shell:
 everything interesting is in the I/O around it.
+
+A command without a valid signature of the command API is not recorded as given:
+the shell refuses it, and the recorder records a ``shiplog.command.refused`` in its
+place — who it claimed to come from and why it was refused.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from datetime import datetime
 
 from consumers.contract import Consumer
 from events.build import BuildCompleted
+from events.command import CommandRefused
 from events.deployment import deployment_stream
 from events.envelope import CloudEvent
+from events.registry import new_event
+from events.signature import COMMAND_TYPES
 from events.topics import BUILDS, COMMANDS
 
 NAME = "recorder"
@@ -52,6 +59,26 @@ def decide(state: Recorded, event: CloudEvent, *, now: datetime) -> list[CloudEv
     return [] if event.id in state.event_ids else [event]
 
 
+def refuse(event: CloudEvent, reason: str, *, now: datetime) -> list[CloudEvent]:
+    """What is recorded of a command that failed verification, in its place."""
+    del now
+    return [
+        new_event(
+            CommandRefused(
+                command_id=event.id,
+                command_type=event.type,
+                claimed_actor=event.actor,
+                reason=reason,
+                source=event.source,
+            ),
+            source=f"shiplog/{NAME}",
+            subject=event.subject,
+            correlationid=event.correlationid,
+            causationid=event.id,
+        )
+    ]
+
+
 RECORDER: Consumer[Recorded] = Consumer(
     name=NAME,
     topics=(BUILDS.name, COMMANDS.name),
@@ -60,5 +87,9 @@ RECORDER: Consumer[Recorded] = Consumer(
     evolve=evolve,
     decide=decide,
     publish=False,
+    # builds and people's commands: not what shiplog itself puts on shiplog.commands
+    # (access refusals, command refusals), which the log holds already
+    accepts=(BuildCompleted.TYPE, *COMMAND_TYPES),
+    refuse=refuse,
     description="records builds from CI and people's commands into the log",
 )

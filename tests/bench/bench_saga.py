@@ -1127,6 +1127,7 @@ async def run(
         topic_prefix=f"bench{run_id}.",
         config=config,
         metrics_port=0,
+        api_port=0,
         # as `shiplog dev` does against the embedded broker
         kafka_fetch_max_wait_ms=EMBEDDED_FETCH_WAIT_MS,
         topic_partitions=BENCH_PARTITIONS,

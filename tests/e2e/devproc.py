@@ -24,7 +24,11 @@ class Dev:
         self.env = {
             k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
         }
-        self.env.update(SHIPLOG_HOME=str(home), SHIPLOG_METRICS_PORT=str(metrics_port))
+        # the command API on a port of its own (two tests, or a developer's `shiplog dev`
+        # on the default 8765, must not meet)
+        self.env.update(
+            SHIPLOG_HOME=str(home), SHIPLOG_METRICS_PORT=str(metrics_port), SHIPLOG_API_PORT=str(free_port())
+        )
         if config is not None:
             self.env["SHIPLOG_CONFIG"] = str(config)
         self.home = home
@@ -64,8 +68,13 @@ class Dev:
             self.proc.kill()
             raise
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*SHIPLOG, *args], env=self.env, capture_output=True, text=True, timeout=60)
+    def cli(
+        self, *args: str, check: bool = True, token: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI beside this dev; commands go to its API with ``token`` (default:
+        the admin token `shiplog dev` keeps under its home)."""
+        env = self.env if token is None else {**self.env, "SHIPLOG_TOKEN": token}
+        result = subprocess.run([*SHIPLOG, *args], env=env, capture_output=True, text=True, timeout=60)
         if check and result.returncode != 0:
             raise AssertionError(f"shiplog {' '.join(args)}: {result.returncode}\n{result.stderr}")
         return result
@@ -82,6 +91,9 @@ class Dev:
                 return events
             time.sleep(0.2)
 
+    def token(self, user: str, *roles: str) -> str:
+        """An API token for ``user`` (what an administrator issues)."""
+        return self.cli("token", "create", "--user", user, "--roles", ",".join(roles)).stdout.strip()
 
     @property
     def runtime(self) -> dict[str, str]:
@@ -100,5 +112,3 @@ def running_dev(tmp_path: Path, config: Path | None = None) -> Iterator[Dev]:
             except subprocess.TimeoutExpired:
                 d.proc.kill()
                 d.proc.wait()
-
-

@@ -30,6 +30,7 @@ import httpx
 from adapters.eventlog import PostgresEventLog
 from events.deployment import deployment_id, deployment_stream
 from producers.build import publish_build
+from shiplog.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = ROOT / "deploy" / "examples" / "demo"
@@ -141,6 +142,7 @@ class Shiplog:
         self.home = home or tmp_path
         self.bootstrap = bootstrap
         self.topic_prefix = topic_prefix
+        api_port = free_port()
         self.env = {
             k: v
             for k, v in os.environ.items()
@@ -154,18 +156,28 @@ class Shiplog:
             SHIPLOG_HOME=str(self.home),
             SHIPLOG_CONFIG=str(config),
             SHIPLOG_LOG_LEVEL="WARNING",
+            # the command API, in whichever process runs the "api" component; the CLI
+            # finds it here
+            SHIPLOG_API_PORT=str(api_port),
+            SHIPLOG_API_URL=f"http://127.0.0.1:{api_port}",
             PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
         )
         self.components: list[Component] = []
+        #: API tokens issued in this test, by user
+        self.tokens: dict[str, str] = {}
 
     def component(self, name: str, *components: str) -> Component:
         c = Component(name, [*SHIPLOG, "run", *components], dict(self.env))
         self.components.append(c)
         return c
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60, user: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI; ``user``: with that user's token (see ``login``)."""
+        env = self.env if user is None else {**self.env, "SHIPLOG_TOKEN": self.tokens[user]}
         result = subprocess.run(
-            [*SHIPLOG, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+            [*SHIPLOG, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
         )
         if check and result.returncode != 0:
             raise AssertionError(
@@ -173,8 +185,16 @@ class Shiplog:
             )
         return result
 
-    async def acli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(self.cli, *args, check=check)
+    async def acli(
+        self, *args: str, check: bool = True, user: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(lambda: self.cli(*args, check=check, user=user))
+
+    async def login(self, user: str, *roles: str) -> str:
+        """Issue ``user`` an API token with ``roles`` (as an administrator does)."""
+        created = await self.acli("token", "create", "--user", user, "--roles", ",".join(roles))
+        self.tokens[user] = created.stdout.strip()
+        return self.tokens[user]
 
     async def publish(self, version: str, service: str = SERVICE) -> str:
         """Publish build.completed like a CI job; returns the build event's id."""

@@ -71,10 +71,19 @@ def test_one_command_starts_it_all_and_a_build_lands_in_the_audited_log(dev: Dev
     # planning rejects it (no pipeline for checkout): a second event, with the reason
     [rejected] = dev.wait_for_events(1, "shiplog.deployment.rejected.v1")
     assert rejected["event"]["data"]["reasons"][0]["code"] == "no_pipeline"
-    assert "ok: 2 events" in dev.cli("audit", "verify").stdout
+    # the build, its rejection, and the admin API token `shiplog dev` issued (by id, not value)
+    assert "ok: 3 events" in dev.cli("audit", "verify").stdout
+    assert dev.runtime["api"].startswith("http://127.0.0.1:")
+    token = (dev.home / "admin.token").read_text().strip()
+    assert token not in "".join(dev.output)
+    pending = dev.cli("approvals", "pending")  # through the API, with the admin token
+    assert "no deployment is awaiting approval" in pending.stderr
 
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{dev.metrics_port}/metrics").read().decode()
     assert 'shiplog_consumer_messages_total{consumer="recorder",outcome="handled"} 1.0' in metrics
+    assert 'shiplog_event_append_seconds_count{outcome="appended"}' in metrics
+    assert "shiplog_pending_approvals 0.0" in metrics  # refreshed from the log at start
+    assert 'shiplog_consumer_lag{consumer="recorder",partition="0",topic="shiplog.builds"}' in metrics
 
     assert dev.stop() == 0
     assert not (dev.home / "dev.json").exists()
@@ -98,8 +107,7 @@ def test_audit_verify_names_the_row_altered_with_plain_sql(dev: Dev) -> None:
         conn = await asyncpg.connect(runtime["database"])
         try:
             await conn.execute(
-                "UPDATE shiplog.events SET body = replace(body, '2.0.1', '9.9.9')"
-                " WHERE event_id = $1",
+                "UPDATE shiplog.events SET body = replace(body, '2.0.1', '9.9.9') WHERE event_id = $1",
                 ids[1],
             )
         finally:

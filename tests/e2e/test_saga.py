@@ -121,10 +121,11 @@ async def release(dev: Dev, topics: Topics, producer: AIOKafkaProducer, version:
     for env in ("dev", "staging"):
         assert _kind(await topics.terminal(f"sample.{env}.{build['id']}")) == "deployment.succeeded", env
     await topics.wait_for("approval.requested", production)
-    approved = await asyncio.to_thread(
-        dev.cli, "approve", production, "--comment", "ship it", "--as", "alice"
-    )
-    assert "approved" in approved.stdout
+    # alice is a release manager: her token says so (the production gate asks for the role)
+    token = await asyncio.to_thread(dev.token, "alice", "release-manager")
+    approve = ("approve", production, "--comment", "ship it", "--role", "release-manager")
+    approved = await asyncio.to_thread(lambda: dev.cli(*approve, token=token))
+    assert f"approved {production} as alice" in approved.stdout
     return production, await topics.terminal(production)
 
 
@@ -168,8 +169,12 @@ async def _scenarios(dev: Dev, bootstrap: str) -> None:
             "audit", "replay", "--json", "--stream", f"deployment-{production}"
         ).stdout.splitlines()
     ]
-    granted = [r["event"] for r in replay if r["event"]["type"] == "shiplog.approval.granted.v1"]
+    granted = [r["event"] for r in replay if r["event"]["type"].startswith("shiplog.approval.granted.")]
     assert granted and granted[0]["actor"] == "alice"
+    # the API recorded what the token says of her, the role she acted in, and from where
+    data = granted[0]["data"]
+    assert data["roles"] == ["release-manager"] and data["role"] == "release-manager"
+    assert data["client"] == "127.0.0.1" and granted[0]["shiplogsig"]
     assert "ok:" in dev.cli("audit", "verify").stdout
     status = json.loads(dev.cli("status", "sample", "--json").stdout)
     serving_now = {e["environment"]: e["serving"] for e in status["environments"]}

@@ -1,5 +1,6 @@
 """The deployment saga on real processes, through the public contract only: builds
-published on ``<prefix>shiplog.builds``, approvals given with ``shiplog approve``,
+published on ``<prefix>shiplog.builds``, approvals given with ``shiplog approve``
+(through the command API, with a token),
 the log read back from PostgreSQL, and HTTP through each environment's endpoint.
 
 - the execution consumer's process killed mid-canary and started again: the
@@ -49,7 +50,7 @@ from tests.e2e.sagautil import (
 
 pytestmark = pytest.mark.timeout(150)
 
-SAGA = ("relay", "recorder", "timers", "planning", "approval", "verification", "rollback")
+SAGA = ("relay", "api", "recorder", "timers", "planning", "approval", "verification", "rollback")
 
 
 @pytest.fixture
@@ -105,7 +106,10 @@ async def test_execution_killed_mid_canary_completes_without_applying_a_step_twi
         what="approval.requested",
         dump=shiplog.logs,
     )
-    approved = await shiplog.acli("approve", production_id, "--as", "alice", "-m", "canary plan ok")
+    await shiplog.login("alice", "release-manager")
+    approved = await shiplog.acli(
+        "approve", production_id, "--role", "release-manager", "-m", "canary plan ok", user="alice"
+    )
     assert f"approved {production_id} as alice" in approved.stdout
 
     # Poll the log for the moment set_weight 50 (step 2) is intended but not yet

@@ -18,7 +18,6 @@ from consumers.deployment import Status
 from events import CloudEvent
 from events.approval import ApprovalGranted, ApprovalRequested
 from events.base import EventData
-from events.command import Pause, Rollback
 from events.deployment import (
     DeploymentApproved,
     DeploymentPaused,
@@ -34,13 +33,15 @@ from events.deployment import (
     deployment_stream,
 )
 from events.execution import SnapshotTaken, StepApplied, StepStarted
-from events.registry import new_event
+from events.registry import REGISTRY, new_event
 from events.rollback import RollbackCompleted, RollbackStarted
+from events.signature import verify
 from events.topics import COMMANDS, topic_name
 from events.verification import VerificationFailed
-from producers.commands import publish_command
-from producers.kafka import ID_HEADER, TYPE_HEADER, create_topics
+from producers.commands import command_event
+from producers.kafka import ID_HEADER, TYPE_HEADER
 from shiplog.status import deployment_status, find_deployment
+from tests.apiutil import KEYS, running_api
 from tests.busutil import consume
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,66 +207,64 @@ async def fill(log: PostgresEventLog) -> History:
     return History(paused, queued, bad, waiting)
 
 
-# -- publish_command ---------------------------------------------------------------------
+# -- commands through the API --------------------------------------------------------------
 
 
-async def test_publish_command_puts_the_command_keyed_by_its_subject_with_the_actor(
-    kafka_bootstrap: str, topic_prefix: str
+async def test_the_api_puts_a_command_keyed_by_its_subject_with_the_principal_and_signed(
+    eventlog: PostgresEventLog, kafka_bootstrap: str, topic_prefix: str
 ) -> None:
-    await create_topics(kafka_bootstrap, topic_prefix)
-    pause = await publish_command(
-        kafka_bootstrap,
-        Pause(deployment_id="checkout.production.r1", comment="looks odd"),
-        actor="alice",
-        subject="checkout.production.r1",
-        topic_prefix=topic_prefix,
-        correlationid="r1",
-    )
-    rollback = await publish_command(
-        kafka_bootstrap,
-        Rollback(service="checkout", environment="production", to_version="1.0.0"),
-        actor="bob",
-        subject="checkout.production",
-        topic_prefix=topic_prefix,
-    )
+    h = await fill(eventlog)
+    async with running_api(eventlog, kafka_bootstrap, topic_prefix) as api:
+        alice, bob = await api.token("alice", ["operator"]), await api.token("bob", ["operator"])
+        async with api.client(alice) as client:
+            answer = await client.post(
+                f"/deployments/{h.staging_paused.id}/pause", json={"comment": "looks odd"}
+            )
+        assert answer.status_code == 202, answer.text
+        pause_id = answer.json()["id"]
+        async with api.client(bob) as client:
+            answer = await client.post(
+                "/services/checkout/environments/production/rollback", json={"to_version": "1.0.0"}
+            )
+        assert answer.status_code == 202, answer.text
+        rollback_id = answer.json()["id"]
     records = await consume(kafka_bootstrap, topic_name(COMMANDS, topic_prefix), 2)
     by_id = {CloudEvent.model_validate_json(r.value).id: r for r in records}
-    assert set(by_id) == {pause.id, rollback.id}
+    assert set(by_id) == {pause_id, rollback_id}
 
-    record = by_id[pause.id]
-    assert record.key == b"checkout.production.r1"
-    assert record.value == pause.to_bytes()
+    record = by_id[pause_id]
+    assert record.key == h.staging_paused.id.encode()
     headers = dict(record.headers)
-    assert headers[ID_HEADER] == pause.id.encode()
+    assert headers[ID_HEADER] == pause_id.encode()
     assert headers[TYPE_HEADER] == b"shiplog.command.pause.v1"
     assert headers["content-type"] == b"application/cloudevents+json"
     assert headers["traceparent"].startswith(b"00-")
-    event = CloudEvent.model_validate_json(record.value)
-    assert event.actor == "alice" and event.source == "shiplog/cli"
-    assert event.subject == "checkout.production.r1" and event.correlationid == "r1"
-    assert event.data == {"deployment_id": "checkout.production.r1", "comment": "looks odd"}
+    event = REGISTRY.decode(record.value)
+    assert event.actor == "alice" and event.source == "shiplog/api"
+    assert event.subject == h.staging_paused.id and event.correlationid == h.staging_paused.release
+    assert event.data == {"deployment_id": h.staging_paused.id, "comment": "looks odd"}
+    assert verify(event, KEYS) is None
 
-    record = by_id[rollback.id]
+    record = by_id[rollback_id]
     assert record.key == b"checkout.production"
-    event = CloudEvent.model_validate_json(record.value)
+    event = REGISTRY.decode(record.value)
     assert event.actor == "bob" and event.type == "shiplog.command.rollback.v1"
-    assert event.data["to_version"] == "1.0.0"
+    assert event.data["to_version"] == "1.0.0" and verify(event, KEYS) is None
 
 
-async def test_publish_command_refuses_what_is_not_a_command(kafka_bootstrap: str) -> None:
+def test_command_event_refuses_what_is_not_a_command() -> None:
     from events.errors import InvalidInput
 
     with pytest.raises(InvalidInput, match="not a command"):
-        await publish_command(
-            kafka_bootstrap, DeploymentStarted(deployment_id="x.dev.r"), actor="alice", subject="x.dev.r"
-        )
+        command_event(DeploymentStarted(deployment_id="x.dev.r"), actor="alice", subject="x.dev.r")
 
 
-async def test_publish_command_on_a_dead_broker_is_adapter_unavailable() -> None:
+async def test_the_api_publisher_on_a_dead_broker_is_adapter_unavailable() -> None:
     from events.errors import AdapterUnavailable
+    from producers.api.publisher import CommandPublisher
 
     with pytest.raises(AdapterUnavailable):
-        await publish_command("127.0.0.1:1", Pause(deployment_id="x.dev.r"), actor="alice", subject="x.dev.r")
+        await CommandPublisher("127.0.0.1:1").start()
 
 
 # -- the read model -------------------------------------------------------------------
@@ -376,51 +375,57 @@ async def test_cli_status_json_reads_the_log(
     assert "payments" in stdout and "awaiting_approval" in stdout and "checkout" not in stdout
 
 
-async def test_cli_commands_resolve_in_the_log_and_publish(
+async def test_cli_commands_go_through_the_api_as_the_token_s_principal(
     eventlog: PostgresEventLog,
-    postgres_dsn: str,
-    log_schema: str,
     kafka_bootstrap: str,
     topic_prefix: str,
     tmp_path: Path,
 ) -> None:
     h = await fill(eventlog)
-    await create_topics(kafka_bootstrap, topic_prefix)
-    env = cli_env(
-        tmp_path,
-        DATABASE_URL=postgres_dsn,
-        SHIPLOG_LOG_SCHEMA=log_schema,
-        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
-        SHIPLOG_TOPIC_PREFIX=topic_prefix,
-        SHIPLOG_USER="carol",
-    )
-    code, stdout, stderr = await shiplog(env, "approvals", "pending", "--json")
-    assert code == 0, stderr
-    [pending] = json.loads(stdout)
-    assert pending["approve"] == f"shiplog approve {h.payments_waiting.id}"
+    async with running_api(eventlog, kafka_bootstrap, topic_prefix) as api:
+        carol = await api.token("carol", ["release-manager"])
+        dave = await api.token("dave", ["operator"])
+        # neither the database nor Kafka: the CLI needs only the API and a token
+        env = cli_env(tmp_path, SHIPLOG_API_URL=api.url, SHIPLOG_TOKEN=carol)
+        code, stdout, stderr = await shiplog(env, "approvals", "pending", "--json")
+        assert code == 0, stderr
+        [pending] = json.loads(stdout)
+        assert pending["approve"] == f"shiplog approve {h.payments_waiting.id}"
 
-    code, stdout, stderr = await shiplog(env, "approve", h.payments_waiting.id, "-m", "ok")
-    assert code == 0, stderr
-    assert f"approved {h.payments_waiting.id} as carol" in stdout
-    code, stdout, stderr = await shiplog(env, "promote", "checkout", "--env", "staging", "--as", "dave")
-    assert code == 0, stderr
-    assert f"promoted {h.staging_paused.id} as dave" in stdout
+        code, stdout, stderr = await shiplog(
+            env, "approve", h.payments_waiting.id, "-m", "ok", "--role", "release-manager"
+        )
+        assert code == 0, stderr
+        assert f"approved {h.payments_waiting.id} as carol" in stdout
+        as_dave = {**env, "SHIPLOG_TOKEN": dave}
+        code, stdout, stderr = await shiplog(as_dave, "promote", "checkout", "--env", "staging")
+        assert code == 0, stderr
+        assert f"promoted {h.staging_paused.id} as dave" in stdout
 
-    records = await consume(kafka_bootstrap, topic_name(COMMANDS, topic_prefix), 2)
-    events = {
-        CloudEvent.model_validate_json(r.value).type: (r.key, CloudEvent.model_validate_json(r.value))
-        for r in records
-    }
-    key, granted = events["shiplog.approval.granted.v1"]
-    assert key == h.payments_waiting.id.encode() and granted.actor == "carol"
-    assert granted.correlationid == h.payments_waiting.release and granted.data["comment"] == "ok"
-    key, promote = events["shiplog.command.promote.v1"]
-    assert key == h.staging_paused.id.encode() and promote.actor == "dave"
+        records = await consume(kafka_bootstrap, topic_name(COMMANDS, topic_prefix), 2)
+        events = {REGISTRY.decode(r.value).type_name: (r.key, REGISTRY.decode(r.value)) for r in records}
+        key, granted = events["shiplog.approval.granted"]
+        assert key == h.payments_waiting.id.encode() and granted.actor == "carol"
+        assert granted.correlationid == h.payments_waiting.release and granted.data["comment"] == "ok"
+        assert granted.data["role"] == "release-manager" and granted.data["roles"] == ["release-manager"]
+        key, promote = events["shiplog.command.promote"]
+        assert key == h.staging_paused.id.encode() and promote.actor == "dave"
 
-    # Refusals are one clear line, exit code 2, nothing published.
-    code, stdout, stderr = await shiplog(env, "abort", h.production_bad.id)
-    assert code == 2 and "already ended: rolled_back" in stderr and "Traceback" not in stderr
-    code, _, stderr = await shiplog(env, "pause", "checkout", "--env", "qa")
-    assert code == 2 and "no deployment of checkout in qa" in stderr
-    code, _, stderr = await shiplog(env, "rollback", "checkout", "--env", "qa")
-    assert code == 2 and "nothing to roll back" in stderr
+        # Refusals are one clear line, exit code 2, nothing published.
+        code, stdout, stderr = await shiplog(as_dave, "abort", h.production_bad.id)
+        assert code == 2 and "already ended: rolled_back" in stderr and "Traceback" not in stderr
+        code, _, stderr = await shiplog(as_dave, "pause", "checkout", "--env", "qa")
+        assert code == 2 and "no deployment of checkout in qa" in stderr
+        code, _, stderr = await shiplog(as_dave, "rollback", "checkout", "--env", "qa")
+        assert code == 2 and "nothing to roll back" in stderr
+        code, _, stderr = await shiplog(env, "pause", h.staging_paused.id)
+        assert code == 2 and "not allowed" in stderr and "operator" in stderr
+        code, _, stderr = await shiplog({**env, "SHIPLOG_TOKEN": "shiplog_nope"}, "approvals", "pending")
+        assert code == 2 and "refused the token (unknown token)" in stderr and "SHIPLOG_TOKEN" in stderr
+        no_token = {k: v for k, v in env.items() if k != "SHIPLOG_TOKEN"}
+        code, _, stderr = await shiplog(no_token, "approvals", "pending")
+        assert code == 2 and "no API token" in stderr
+    # the API is gone
+    code, _, stderr = await shiplog(env, "approve", h.payments_waiting.id)
+    assert code == 2 and f"cannot reach the shiplog API at {api.url}" in stderr.replace("\n", " ")
+    assert "Traceback" not in stderr

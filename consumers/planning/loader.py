@@ -23,6 +23,8 @@ from consumers.planning.pipeline import PipelineFile
 from events.errors import InvalidInput
 
 PIPELINE_SUFFIXES = (".yaml", ".yml")
+#: files of the config directory that are not pipelines (the notification consumer's)
+NOT_PIPELINES = frozenset({"notifications.yaml"})
 
 
 class ConfigError(BaseModel):
@@ -74,11 +76,15 @@ def parse_pipeline(text: str, file: str = "<string>") -> tuple[PipelineFile | No
 
 
 def pipeline_files(directory: Path) -> list[Path]:
-    """The pipeline files of a config directory, sorted; hidden files are skipped."""
+    """The pipeline files of a config directory, sorted; hidden files and the other
+    consumers' files (``NOT_PIPELINES``) are skipped."""
     return sorted(
         p
         for p in directory.iterdir()
-        if p.suffix in PIPELINE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        if p.suffix in PIPELINE_SUFFIXES
+        and not p.name.startswith(".")
+        and p.name not in NOT_PIPELINES
+        and p.is_file()
     )
 
 

@@ -29,6 +29,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from adapters.metrics.prometheus import PromQLTemplate, TemplateError, promql_duration
+
 # Defaults, in one place.
 DEFAULT_PIPELINE = "default"
 DEFAULT_REPLICAS = 1
@@ -44,9 +46,15 @@ DEFAULT_ANALYSIS_INTERVAL_S = 10.0
 DEFAULT_ANALYSIS_COUNT = 3
 DEFAULT_FAILURE_LIMIT = 0
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
+DEFAULT_INITIAL_DELAY_S = 0.0
+DEFAULT_PROMETHEUS_TIMEOUT_S = 10.0
+#: what {{window}} stands for in a query template unless the check says otherwise
+DEFAULT_QUERY_WINDOW = "1m"
+DEFAULT_JUDGE_LOOKBACK = "10m"
+DEFAULT_JUDGE_STEP_S = 30.0
 DEFAULT_TIMEZONE = "UTC"
 #: approval levels supported today; the list shape is ready for more.
-MAX_APPROVAL_LEVELS = 1
+MAX_APPROVAL_LEVELS = 5
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 _DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
@@ -390,10 +398,13 @@ class Window(_Config):
 
 
 class AutoApprove(_Config):
-    """Criteria over the build's data; a criterion the build has no data for does not hold."""
+    """One automatic-approval rule: criteria over the build's data, the promotion and
+    the clock. A criterion the build has no data for does not hold; the first rule
+    whose every criterion holds approves (and is recorded); none: people decide."""
 
-    model_config = ConfigDict(title="Auto-approval criteria")
+    model_config = ConfigDict(title="Auto-approval rule")
 
+    name: str = Field(default="auto", min_length=1, description="recorded with the approval")
     tests_failed_max: int | None = Field(
         default=0, ge=0, description="most failed tests allowed; null: not checked"
     )
@@ -403,32 +414,54 @@ class AutoApprove(_Config):
     critical_vulns_max: int | None = Field(
         default=0, ge=0, description="most critical vulnerabilities allowed; null: not checked"
     )
+    high_vulns_max: int | None = Field(
+        default=None, ge=0, description="most high vulnerabilities allowed; null: not checked"
+    )
     environments: list[str] | None = Field(
         default=None, description="auto-approve only in these environments; null: in any"
     )
+    max_changed_lines: int | None = Field(
+        default=None,
+        ge=0,
+        description="most lines changed since the version that serves (the build's "
+        "`change.lines`); null: not checked",
+    )
+    max_changed_files: int | None = Field(
+        default=None, ge=0, description="most files changed (the build's `change.files`); null: not checked"
+    )
+    min_soak: str | None = Field(
+        default=None,
+        description="the version succeeded in the previous environment at least this long ago "
+        "(e.g. 2h); null: not checked. Waiting out the rest re-evaluates the rule then",
+        json_schema_extra={"pattern": r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"},
+    )
+    windows: list[Window] | None = Field(
+        default=None,
+        description="auto-approve only while one of these allow windows is open (and no deny "
+        "window); null: at any time",
+    )
+
+    @field_validator("min_soak")
+    @classmethod
+    def _valid_soak(cls, soak: str | None) -> str | None:
+        if soak is not None:
+            parse_duration(soak)
+        return soak
 
 
 class ApprovalLevel(_Config):
-    """One level of human approval. Today: one level, quorum 1, no roles."""
+    """One level of human approval: who may approve it, and how many must."""
 
     model_config = ConfigDict(title="Approval level")
 
-    name: str = Field(default="approval", min_length=1, description="shown to approvers")
+    name: str = Field(
+        default="approval", min_length=1, description="shown to approvers", examples=["team-lead"]
+    )
+    roles: list[str] = Field(default_factory=list, description="roles whose holders may approve this level")
     approvers: list[str] = Field(
-        default_factory=list, description="named users who may approve; empty: anyone"
+        default_factory=list, description="named principals who may approve (besides the roles)"
     )
-    roles: list[str] = Field(
-        default_factory=list, description="roles whose members may approve (not supported yet)"
-    )
-    quorum: int = Field(default=1, ge=1, description="approvals needed (only 1 supported yet)")
-
-    @model_validator(mode="after")
-    def _supported(self) -> ApprovalLevel:
-        if self.roles:
-            raise ValueError("approval roles are not supported yet; name the approvers")
-        if self.quorum != 1:
-            raise ValueError("an approval quorum other than 1 is not supported yet")
-        return self
+    quorum: int = Field(default=1, ge=1, le=20, description="approvals from distinct principals needed")
 
 
 class ManualApproval(_Config):
@@ -436,31 +469,81 @@ class ManualApproval(_Config):
 
     required: bool = Field(
         default=True,
-        description="true: a person approves even when the auto-approval criteria hold; "
-        "false: a person is asked only when they do not",
+        description="true: people approve even when an auto-approval rule holds; "
+        "false: people are asked only when no rule holds",
     )
     levels: list[ApprovalLevel] = Field(
         default_factory=lambda: [ApprovalLevel()],
         min_length=1,
         max_length=MAX_APPROVAL_LEVELS,
-        description="approval levels, in order (one today)",
+        description="approval levels, completed in order",
+    )
+    separation_of_duties: bool = Field(
+        default=True,
+        description="the build's author and whoever triggered the deployment may not approve it",
+    )
+    expires_after: str | None = Field(
+        default=None,
+        description="a level not completed this long after it was requested ends the deployment "
+        "as denied (expired); null: requests wait forever",
+        json_schema_extra={"pattern": r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"},
+    )
+    remind_before: str | None = Field(
+        default=None,
+        description="send a reminder this long before a request expires (default: at 80% of `expires_after`)",
+        json_schema_extra={"pattern": r"^(\d+d)?(\d+h)?(\d+m)?(\d+s)?$"},
     )
     expires_after_s: int | None = Field(
-        default=None, ge=1, description="seconds after which an unanswered request is denied"
+        default=None, ge=1, description="deprecated: seconds; use expires_after"
     )
+
+    @field_validator("expires_after", "remind_before")
+    @classmethod
+    def _valid_duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_levels(self) -> ManualApproval:
+        names = [level.name for level in self.levels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"approval level names must be distinct: {names}")
+        if self.remind_before and not (self.expires_after or self.expires_after_s):
+            raise ValueError("remind_before needs expires_after")
+        return self
+
+    @property
+    def expiry(self) -> timedelta | None:
+        if self.expires_after:
+            return parse_duration(self.expires_after)
+        return timedelta(seconds=self.expires_after_s) if self.expires_after_s else None
+
+    @property
+    def reminder_lead(self) -> timedelta | None:
+        expiry = self.expiry
+        if expiry is None:
+            return None
+        return parse_duration(self.remind_before) if self.remind_before else expiry / 5
 
 
 class Gate(_Config):
-    """The approval policy. No criteria and no manual approval: approved at once.
-    Criteria that do not hold ask a person (with `manual`'s levels, or one default
+    """The approval policy. No rules and no manual approval: approved at once. When no
+    auto-approval rule holds, people are asked (with `manual`'s levels, or one default
     level): approval fails closed."""
 
     model_config = ConfigDict(title="Gate")
 
-    auto_approve: AutoApprove | None = Field(
-        default=None, description="approve without a person when every criterion holds"
+    auto_approve: AutoApprove | list[AutoApprove] | None = Field(
+        default=None, description="a rule (or rules) that approve without people when every criterion holds"
     )
-    manual: ManualApproval | None = Field(default=None, description="approval by a person")
+    manual: ManualApproval | None = Field(default=None, description="approval by people")
+
+    @property
+    def rules(self) -> list[AutoApprove]:
+        if self.auto_approve is None:
+            return []
+        return self.auto_approve if isinstance(self.auto_approve, list) else [self.auto_approve]
 
 
 # --- analysis -----------------------------------------------------------------------
@@ -521,6 +604,203 @@ class Load(_Config):
     timeout_s: float = Field(default=2.0, gt=0, description="per request")
 
 
+#: an HTTP header name (RFC 9110 token)
+HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
+#: measurement names of the checks that are not metrics
+RESERVED_CHECK_NAMES = frozenset({"target", "health"})
+
+
+class PrometheusProvider(_Config):
+    """Where the analysis's PromQL queries run: Prometheus, or anything serving its
+    HTTP API (Thanos, Mimir, VictoriaMetrics)."""
+
+    model_config = ConfigDict(title="Prometheus provider")
+
+    url: str = Field(
+        pattern=r"^https?://[^/\s]+",
+        description="base URL of the HTTP API (without /api/v1)",
+        examples=["http://prometheus:9090", "https://mimir.example/prometheus"],
+    )
+    timeout_s: float = Field(
+        default=DEFAULT_PROMETHEUS_TIMEOUT_S, gt=0, description="per query, retries included"
+    )
+    headers: dict[HeaderName, SecretRef] = Field(
+        default_factory=dict,
+        description="sent with every query (Authorization, X-Scope-OrgID...); values only as "
+        "secret references, resolved when the analysis runs and never recorded",
+    )
+
+
+class QueryCheck(_Config):
+    """A PromQL query of the new version, measured `count` times `interval_s` apart and
+    judged against limits: an absolute `max` and / or `min`, and `max_increase_pct` over
+    the same query for the compared track. The query must return one value (aggregate
+    it); no data or NaN is never a pass."""
+
+    model_config = ConfigDict(
+        title="Query check",
+        json_schema_extra={
+            "anyOf": [{"required": ["max"]}, {"required": ["min"]}, {"required": ["max_increase_pct"]}]
+        },
+    )
+
+    name: str = Field(
+        pattern=NAME_PATTERN,
+        description="names its measurements; unique among the analysis's checks",
+        examples=["error-rate", "p99-latency"],
+    )
+    query: PromQLTemplate = Field(
+        description="PromQL with placeholders {{service}} {{environment}} {{version}} {{track}} "
+        "(canary, baseline or stable) inside quoted label values, and {{window}}",
+        examples=[
+            'sum(rate(http_requests_total{service="{{service}}",version="{{version}}",code=~"5.."}'
+            '[{{window}}])) / sum(rate(http_requests_total{service="{{service}}",'
+            'version="{{version}}"}[{{window}}]))'
+        ],
+    )
+    window: str = Field(
+        default=DEFAULT_QUERY_WINDOW,
+        description="what {{window}} stands for: a PromQL duration",
+        examples=["1m", "5m"],
+    )
+    compare: Literal["stable", "baseline", "none"] = Field(
+        default="stable",
+        description="the track the query also runs for: stable (the version serving now), baseline "
+        "(a fresh instance of it beside the canary) or none",
+    )
+    max: float | None = Field(default=None, description="the new version's value may not be above")
+    min: float | None = Field(default=None, description="the new version's value may not be below")
+    max_increase_pct: float | None = Field(
+        default=None,
+        ge=0,
+        description="the most the new version's value may be above the compared track's, in %",
+    )
+    dry_run: bool = Field(
+        default=False, description="measure and record, but never let this check decide the analysis"
+    )
+    interval_s: float | None = Field(
+        default=None, gt=0, description="seconds between measurements; default: the analysis's"
+    )
+    count: int | None = Field(default=None, ge=1, description="measurements; default: the analysis's")
+    initial_delay_s: float | None = Field(
+        default=None, ge=0, description="seconds before the first measurement; default: the analysis's"
+    )
+    failure_limit: int | None = Field(
+        default=None, ge=0, description="failed measurements tolerated; default: the analysis's"
+    )
+    inconclusive_limit: int | None = Field(
+        default=None, ge=0, description="inconclusive measurements tolerated; default: the analysis's"
+    )
+    consecutive_error_limit: int | None = Field(
+        default=None,
+        ge=0,
+        description="errors in a row tolerated before the check ends as Error; default: the analysis's",
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _valid_window(cls, window: str) -> str:
+        try:
+            return promql_duration(window)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _limits(self) -> QueryCheck:
+        if self.max is None and self.min is None and self.max_increase_pct is None:
+            raise ValueError(
+                f"query check {self.name!r} needs a limit: `max`, `min` or `max_increase_pct` "
+                "(set `dry_run: true` to only record it)"
+            )
+        if self.max_increase_pct is not None and self.compare == "none":
+            raise ValueError(
+                f"query check {self.name!r}: `max_increase_pct` needs `compare` stable or baseline"
+            )
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError(f"query check {self.name!r}: `min` {self.min:g} is above `max` {self.max:g}")
+        return self
+
+
+class JudgeMetricSpec(_Config):
+    """One query check judged statistically: the canary's samples against the compared
+    track's by a Mann-Whitney U test, with an effect-size tolerance."""
+
+    model_config = ConfigDict(title="Judged metric")
+
+    query: str = Field(pattern=NAME_PATTERN, description="the name of one of the analysis's `queries`")
+    direction: Literal["increase", "decrease", "either"] = Field(
+        default="increase", description="the change that is bad"
+    )
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0, description="the test's confidence level")
+    max_ratio_increase: float = Field(
+        default=1.0,
+        ge=1.0,
+        description="a significant increase up to this canary/compared ratio is tolerated",
+    )
+    min_ratio_decrease: float = Field(
+        default=1.0, gt=0.0, le=1.0, description="a significant decrease down to this ratio is tolerated"
+    )
+    effect: Literal["mean", "median"] = Field(default="mean", description="the centre the ratio is taken of")
+    critical: bool = Field(default=False, description="a High or Low classification fails the analysis")
+    group: str = Field(default="default", min_length=1, description="the metric group it scores in")
+    min_samples: int = Field(default=10, ge=3, description="usable samples needed on each side")
+    nan_strategy: Literal["remove", "replace", "reject"] = Field(
+        default="remove", description="NaN samples: dropped, read as 0, or the metric has no data"
+    )
+
+
+class JudgeSpec(_Config):
+    """The statistical judge (Kayenta's model): each judged query's canary samples
+    against the compared track's, a weighted score over metric groups, and a verdict:
+    pass (Successful), marginal (Inconclusive: a person decides), fail (rolled back)."""
+
+    model_config = ConfigDict(title="Statistical judge")
+
+    baseline: Literal["baseline", "stable"] = Field(
+        default="baseline",
+        description="baseline: the old version started fresh beside the canary (stable when the "
+        "target runs none, recorded with the reason); stable: the version serving now",
+    )
+    lookback: str = Field(
+        default=DEFAULT_JUDGE_LOOKBACK,
+        description="the samples span this PromQL duration before the analysis ends",
+        examples=["10m"],
+    )
+    step_s: float = Field(default=DEFAULT_JUDGE_STEP_S, gt=0, description="seconds between samples")
+    pass_threshold: float = Field(default=95.0, ge=0, le=100, description="score at or above: pass")
+    marginal_threshold: float = Field(default=75.0, ge=0, le=100, description="score below: fail")
+    group_weights: dict[str, float] = Field(
+        default_factory=dict, description="weight per metric group; empty: all equal"
+    )
+    metrics: list[JudgeMetricSpec] = Field(min_length=1, description="the judged queries")
+
+    @field_validator("lookback")
+    @classmethod
+    def _valid_lookback(cls, lookback: str) -> str:
+        try:
+            return promql_duration(lookback)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JudgeSpec:
+        names = [m.query for m in self.metrics]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"each query may be judged once: {duplicates}")
+        if self.marginal_threshold > self.pass_threshold:
+            raise ValueError(
+                f"marginal_threshold {self.marginal_threshold:g} is above "
+                f"pass_threshold {self.pass_threshold:g}"
+            )
+        if any(w <= 0 for w in self.group_weights.values()):
+            raise ValueError(f"group weights must be positive: {self.group_weights}")
+        missing = sorted({m.group for m in self.metrics} - set(self.group_weights))
+        if self.group_weights and missing:
+            raise ValueError(f"groups without a weight: {missing}")
+        return self
+
+
 class Analysis(_Config):
     """Health checks plus metric checks, measured `count` times `interval_s` apart.
     Each measurement is Successful, Failed, Inconclusive or Error; missing data never
@@ -530,12 +810,19 @@ class Analysis(_Config):
 
     health: HealthCheck | None = Field(default_factory=HealthCheck, description="null: no health check")
     metrics: list[MetricCheck] = Field(
-        default_factory=list, description="metric checks; empty: health checks only"
+        default_factory=list, description="metric checks of the target's own metrics; empty: none"
     )
     interval_s: float = Field(
         default=DEFAULT_ANALYSIS_INTERVAL_S, gt=0, description="seconds between measurements"
     )
     count: int = Field(default=DEFAULT_ANALYSIS_COUNT, ge=1, description="measurements per analysis")
+    # excluded from the plan when unset, so plans of pipelines that do not use them keep their hash
+    initial_delay_s: float = Field(
+        default=DEFAULT_INITIAL_DELAY_S,
+        ge=0,
+        description="seconds before the first measurement of a metric",
+        exclude_if=lambda delay: delay == DEFAULT_INITIAL_DELAY_S,
+    )
     failure_limit: int = Field(
         default=DEFAULT_FAILURE_LIMIT, ge=0, description="failed measurements tolerated"
     )
@@ -548,6 +835,36 @@ class Analysis(_Config):
         default=1, ge=0, description="inconclusive measurements tolerated before the analysis is"
     )
     load: Load | None = Field(default=None, description="traffic the analysis generates itself")
+    prometheus: PrometheusProvider | None = Field(
+        default=None, description="where `queries` run; needed when there are queries"
+    )
+    queries: list[QueryCheck] = Field(
+        default_factory=list,
+        description="PromQL checks against `prometheus`; empty: none",
+        exclude_if=lambda queries: not queries,
+    )
+    judge: JudgeSpec | None = Field(
+        default=None,
+        description="a statistical judge of `queries`, canary against baseline or stable",
+        exclude_if=lambda judge: judge is None,
+    )
+
+    @model_validator(mode="after")
+    def _checks(self) -> Analysis:
+        if self.queries and self.prometheus is None:
+            raise ValueError("`queries` need a `prometheus` provider to run against")
+        names = [m.name for m in self.metrics] + [q.name for q in self.queries]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"check names must be distinct across `metrics` and `queries`: {duplicates}")
+        reserved = sorted(RESERVED_CHECK_NAMES.intersection(names))
+        if reserved:
+            raise ValueError(f"{reserved} name the health and target checks; choose another name")
+        if self.judge is not None:
+            unknown = sorted({m.query for m in self.judge.metrics} - {q.name for q in self.queries})
+            if unknown:
+                raise ValueError(f"the judge names queries the analysis does not have: {unknown}")
+        return self
 
 
 # --- environment and file -----------------------------------------------------------

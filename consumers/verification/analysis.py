@@ -7,6 +7,13 @@ target's status, the health of the new version, every metric) tolerates
 ``consecutive_error_limit`` errors in a row; the verdict is the worst check's
 outcome. Missing data, zero requests and NaN are Inconclusive, never a pass, and a
 check without a single Successful measurement does not pass either.
+
+A query check's measurement keeps everything it was judged from in ``detail``: the
+template, window and limits, the evaluation time, and each track's raw result
+(rendered PromQL, status, samples with their timestamps, message) — so it can be
+judged again under another policy (``round_from_measurement`` then
+``assess_query``). Dry-run measurements (``detail.dry_run``) are recorded and
+reported but never count towards the verdict.
 """
 
 from __future__ import annotations
@@ -14,10 +21,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
-from consumers.verification.facts import Facts, Probe
-from consumers.verification.policy import AnalysisPolicy, HealthPolicy, Limits, MetricCheck
+from adapters.metrics import QueryResult, Sample, Series, problem_measurement
+from adapters.metrics.prometheus import Track
+from consumers.verification.comparison import JUDGE, gating, measure_judge
+from consumers.verification.facts import Facts, Probe, QueryRound
+from consumers.verification.policy import AnalysisPolicy, HealthPolicy, Limits, MetricCheck, QueryCheck
 from consumers.verification.prometheus import Window, window
 from events.verification import Measurement, Outcome
 
@@ -27,6 +38,8 @@ HEALTH = "health"
 #: checks that tolerate no failed and no inconclusive measurement: an instance of
 #: the new version that does not answer its health check is never acceptable
 STRICT: frozenset[str] = frozenset({HEALTH})
+#: ``detail.source`` of a query check's measurements
+PROMETHEUS = "prometheus"
 
 _RANK: dict[str, int] = {"Successful": 0, "Inconclusive": 1, "Error": 2, "Failed": 3}
 
@@ -127,13 +140,169 @@ def assess_metric(
     return measured("Successful", threshold)
 
 
+# --- query checks ----------------------------------------------------------------
+
+
+def is_dry_run(m: Measurement) -> bool:
+    return m.detail.get("dry_run") is True
+
+
+def _why(problem: Measurement) -> str:
+    return problem.error or str(problem.detail.get("reason", "")) or problem.outcome
+
+
+def _track_detail(track: str, version: str | None, result: QueryResult) -> dict[str, Any]:
+    return {"track": track, "version": version, **result.to_detail()}
+
+
+def query_detail(check: QueryCheck, run: QueryRound) -> dict[str, Any]:
+    """What a query measurement records: enough to judge it again without Prometheus."""
+    detail: dict[str, Any] = {
+        "source": PROMETHEUS,
+        "template": check.query,
+        "window": check.window,
+        "compare": check.compare,
+        "limits": check.limits_dict(),
+        "dry_run": check.dry_run,
+        "attempt": run.attempt,
+        "at": run.at.isoformat(),
+        "canary": _track_detail("canary", run.canary_version, run.canary),
+    }
+    track = check.compared_track
+    if track is not None and run.compared is not None:
+        detail[track] = _track_detail(track, run.compared_version, run.compared)
+    elif track is not None:
+        detail["compared_missing"] = run.compared_missing or f"the {track} track was not queried"
+    return detail
+
+
+def increase_limit(baseline: float, pct: float) -> float:
+    """``pct`` % above ``baseline`` (of its magnitude: a negative baseline too)."""
+    return baseline + abs(baseline) * pct / 100
+
+
+def assess_query(check: QueryCheck, run: QueryRound) -> Measurement:
+    """One measurement of a query check from one round, in this order: the new
+    version's result cannot be judged (error: Error; empty, NaN: Inconclusive; more
+    than one series: Error); its value is above ``max`` or below ``min`` (Failed);
+    with ``max_increase_pct``, the compared track's result cannot be judged or is
+    missing (Error / Inconclusive), or the value is more than ``max_increase_pct``
+    above it (Failed); else Successful."""
+    detail = query_detail(check, run)
+    value = run.canary.value
+    baseline = run.compared.value if run.compared is not None else None
+    track = check.compared_track
+
+    def measured(
+        outcome: Outcome, reason: str = "", threshold: float | None = None, error: str | None = None
+    ) -> Measurement:
+        extra = {"reason": reason} if reason else {}
+        return Measurement(
+            metric=check.name,
+            outcome=outcome,
+            value=value,
+            baseline=baseline,
+            threshold=threshold,
+            error=error,
+            detail={**detail, **extra},
+        )
+
+    problem = problem_measurement(check.name, run.canary)
+    if problem is not None:
+        why = f"canary: {_why(problem)}"
+        return measured(problem.outcome, why, error=why if problem.outcome == "Error" else None)
+    if value is None:
+        return measured("Error", error="canary: the result has no single value")
+    if check.max is not None and value > check.max:
+        return measured("Failed", f"{check.name} {value:.4g} above max {check.max:.4g}", check.max)
+    if check.min is not None and value < check.min:
+        return measured("Failed", f"{check.name} {value:.4g} below min {check.min:.4g}", check.min)
+    uppers = [check.max] if check.max is not None else []
+    if check.max_increase_pct is not None and track is not None:
+        if run.compared is None:
+            return measured("Inconclusive", str(detail["compared_missing"]))
+        problem = problem_measurement(check.name, run.compared)
+        if problem is not None:
+            why = f"{track}: {_why(problem)}"
+            return measured(problem.outcome, why, error=why if problem.outcome == "Error" else None)
+        if baseline is None:
+            return measured("Error", error=f"{track}: the result has no single value")
+        limit = increase_limit(baseline, check.max_increase_pct)
+        if value > limit:
+            pct = check.max_increase_pct
+            why = f"{check.name} {value:.4g} more than {pct:g}% above {track}'s {baseline:.4g}"
+            return measured("Failed", why, limit)
+        uppers.append(limit)
+    return measured("Successful", threshold=min(uppers) if uppers else check.min)
+
+
+def measure_queries(facts: Facts, policy: AnalysisPolicy) -> list[Measurement]:
+    """One measurement per round of every query check, check by check; a check that
+    was not measured at all is Inconclusive."""
+    rounds = facts.queries or ()
+    out: list[Measurement] = []
+    for check in policy.queries:
+        mine = [r for r in rounds if r.check == check.name]
+        if mine:
+            out.extend(assess_query(check, r) for r in mine)
+        else:
+            why = "the query was not measured"
+            out.append(inconclusive(check.name, why, source=PROMETHEUS, dry_run=check.dry_run))
+    return out
+
+
+def result_from_detail(detail: Mapping[str, Any]) -> QueryResult:
+    """A result as ``QueryResult.to_detail`` recorded it (``float`` reads the "NaN",
+    "+Inf" and "-Inf" it writes for values JSON has no number for)."""
+    samples = tuple(
+        Sample(dict(s.get("labels") or {}), float(s["t"]), float(s["v"])) for s in detail.get("samples") or ()
+    )
+    series = tuple(
+        Series(dict(s.get("labels") or {}), tuple((float(t), float(v)) for t, v in s.get("points") or ()))
+        for s in detail.get("series") or ()
+    )
+    params = {k: float(detail[k]) for k in ("time", "start", "end", "step") if k in detail}
+    return QueryResult(
+        query=str(detail.get("query", "")),
+        status=detail["status"],
+        samples=samples,
+        series=series,
+        message=str(detail.get("message", "")),
+        error_type=detail.get("error_type"),
+        warnings=tuple(detail.get("warnings") or ()),
+        params=params,
+        attempts=int(detail.get("attempts", 1)),
+    )
+
+
+def round_from_measurement(m: Measurement, compare: Track | None = None) -> QueryRound:
+    """The round a recorded query measurement was judged from, to judge it again
+    (``assess_query(other_check, round)``); ``compare``: the track to take the
+    compared result from, by default the one recorded."""
+    detail = m.detail
+    if detail.get("source") != PROMETHEUS or "canary" not in detail:
+        raise ValueError(f"measurement of {m.metric!r} holds no query results")
+    track = compare or (None if detail.get("compare") == "none" else detail.get("compare"))
+    compared = detail.get(track) if track else None
+    return QueryRound(
+        check=m.metric,
+        attempt=int(detail.get("attempt", 0)),
+        at=datetime.fromisoformat(detail["at"]),
+        canary_version=detail["canary"].get("version"),
+        canary=result_from_detail(detail["canary"]),
+        compared_version=compared.get("version") if compared else None,
+        compared=result_from_detail(compared) if compared else None,
+        compared_missing=None if compared else detail.get("compared_missing"),
+    )
+
+
 # --- from facts to measurements --------------------------------------------------
 
 
 def wants_metrics(kind: str, policy: AnalysisPolicy, stable: str | None) -> bool:
     """Metrics are measured by an analysis step, and after a weight change while a
     stable version serves beside the canary (otherwise there is nothing to split)."""
-    if not policy.metrics:
+    if not policy.metrics and not policy.queries:
         return False
     return kind == "analysis" or (kind == "set_weight" and stable is not None)
 
@@ -203,7 +372,15 @@ def measure(facts: Facts, policy: AnalysisPolicy, kind: str) -> list[Measurement
             out.extend(assess_health(o.url, o.probes, policy.health) for o in facts.health)
     if wants_metrics(kind, policy, facts.stable):
         out.extend(measure_metrics(facts, policy))
+        out.extend(measure_queries(facts, policy))
+    if wants_judge(kind, policy):
+        out.extend(measure_judge(facts, policy))
     return out
+
+
+def wants_judge(kind: str, policy: AnalysisPolicy) -> bool:
+    """The statistical judge runs at analysis steps only."""
+    return policy.judge is not None and kind == "analysis"
 
 
 # --- the verdict -----------------------------------------------------------------
@@ -217,10 +394,15 @@ def _max_error_run(measurements: Iterable[Measurement]) -> int:
     return best
 
 
-def assess_check(measurements: Sequence[Measurement], limits: Limits) -> tuple[Outcome, str]:
+def assess_check(
+    measurements: Sequence[Measurement], limits: Limits, *, include_dry_run: bool = False
+) -> tuple[Outcome, str]:
     """The outcome of one check from its measurements, in Argo's order: too many
     failures, too many inconclusive, too many errors in a row, then Successful only
-    if at least one measurement was."""
+    if at least one measurement was. Dry-run measurements are left out unless
+    ``include_dry_run`` (to report what a dry-run check would have decided)."""
+    if not include_dry_run:
+        measurements = [m for m in measurements if not is_dry_run(m)]
     counts = {o: sum(1 for m in measurements if m.outcome == o) for o in _RANK}
     errors_in_a_row = _max_error_run(measurements)
     if counts["Failed"] > limits.failure_limit:
@@ -250,24 +432,50 @@ def assess_check(measurements: Sequence[Measurement], limits: Limits) -> tuple[O
 
 
 def combine(
-    measurements: Sequence[Measurement], limits: Limits, *, strict: Iterable[str] = STRICT
+    measurements: Sequence[Measurement],
+    limits: Limits,
+    *,
+    strict: Iterable[str] = STRICT,
+    per_check: Mapping[str, Limits] | None = None,
 ) -> Verdict:
     """The verdict over all checks: the worst of them (Failed, Error, Inconclusive,
-    Successful), with every check that is not Successful in the reason."""
+    Successful), with every check that is not Successful in the reason. A check in
+    ``per_check`` is judged with its own limits. Dry-run checks do not count: what
+    they would have decided is only added to the reason."""
     if not measurements:
         return Verdict("Inconclusive", "nothing was measured")
     strict = frozenset(strict)
+    per_check = per_check or {}
     by_check: dict[str, list[Measurement]] = {}
+    dry: dict[str, list[Measurement]] = {}
     for m in measurements:
-        by_check.setdefault(m.metric, []).append(m)
-    results: dict[str, tuple[Outcome, str]] = {}
-    for name, group in by_check.items():
-        check_limits = replace(limits, failure_limit=0, inconclusive_limit=0) if name in strict else limits
-        results[name] = assess_check(group, check_limits)
+        (dry if is_dry_run(m) else by_check).setdefault(m.metric, []).append(m)
+
+    def limits_of(name: str) -> Limits:
+        own = per_check.get(name, limits)
+        return replace(own, failure_limit=0, inconclusive_limit=0) if name in strict else own
+
+    results = {name: assess_check(group, limits_of(name)) for name, group in by_check.items()}
+    notes = []
+    for name, group in dry.items():
+        outcome, why = assess_check(group, limits_of(name), include_dry_run=True)
+        notes.append(f"{name} (dry run, not gating) {outcome}: {why}")
+    if not results:
+        return Verdict("Inconclusive", "; ".join(["only dry-run checks were measured", *notes]))
     worst: Outcome = max((outcome for outcome, _ in results.values()), key=_RANK.__getitem__)
     if worst == "Successful":
-        return Verdict("Successful", "; ".join(f"{name}: {why}" for name, (_, why) in results.items()))
-    reasons = [
-        f"{name} {outcome}: {why}" for name, (outcome, why) in results.items() if outcome != "Successful"
-    ]
-    return Verdict(worst, "; ".join(reasons))
+        reasons = [f"{name}: {why}" for name, (_, why) in results.items()]
+    else:
+        reasons = [
+            f"{name} {outcome}: {why}" for name, (outcome, why) in results.items() if outcome != "Successful"
+        ]
+    return Verdict(worst, "; ".join(reasons + notes))
+
+
+def verdict_over(measurements: Sequence[Measurement], policy: AnalysisPolicy) -> Verdict:
+    """The verdict of one verification run under ``policy``: every check's outcome
+    combined; the judge's summary is strict (one fail fails, one marginal pauses),
+    its per-query measurements are recorded but never gate on their own."""
+    return combine(
+        gating(measurements), policy.limits, strict=STRICT | {JUDGE}, per_check=policy.check_limits()
+    )

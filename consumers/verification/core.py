@@ -2,9 +2,11 @@
 
 It decides against the shared deployment fold (``consumers.deployment``). A step
 that changed the target and applied ok is verified with the health checks (and the
-metric checks after a weight change, when a stable version serves beside the
-canary); an ``analysis`` step runs the full analysis when it starts. Each step is
-verified once: a step the state already holds a verification for is left alone.
+metric and query checks after a weight change, when a stable version serves beside
+the canary); an ``analysis`` step runs the full analysis when it starts. Each step
+is verified once: a step the state already holds a verification for is left alone.
+A check that could not be measured more than its consecutive-error limit in a row
+ends as Error, which is ``verification.failed``: the deployment is rolled back.
 
 ``gather`` (in ``consumers.verification.gather``) does the measuring; ``decide``
 only judges what it found and records every measurement in exactly one of
@@ -20,7 +22,7 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from consumers.deployment.state import DeploymentState, Status
-from consumers.verification.analysis import Verdict, combine, measure
+from consumers.verification.analysis import Verdict, measure, verdict_over
 from consumers.verification.facts import Facts
 from consumers.verification.policy import AnalysisPolicy, policy_of
 from events.deployment import DeploymentPlanned, deployment_stream
@@ -99,7 +101,7 @@ def verdict_of(check: Check, facts: Facts | None) -> tuple[Verdict, list[Measure
     if facts is None:
         return Verdict("Inconclusive", "nothing was measured"), []
     measurements = measure(facts, policy, check.kind)
-    return combine(measurements, policy.limits), measurements
+    return verdict_over(measurements, policy), measurements
 
 
 def decide(

@@ -1,14 +1,16 @@
 """What ``gather`` observed, as plain data for the pure ``decide``.
 
-Nothing here is judged yet: a probe's status code, a scrape's counters, an error's
-text. ``analysis`` turns them into measurements with outcomes.
+Nothing here is judged yet: a probe's status code, a scrape's counters, a query's
+raw result, an error's text. ``analysis`` turns them into measurements with outcomes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from adapters.metrics import QueryResult
 from consumers.verification.prometheus import VersionCounters
 
 
@@ -52,6 +54,45 @@ class LoadResult:
 
 
 @dataclass(frozen=True)
+class QueryRound:
+    """One measurement of one query check: the new version's result and the compared
+    track's, both evaluated at the instant ``at``. Every result is kept as the
+    provider returned it (rendered PromQL, status, samples, message), errors included."""
+
+    check: str
+    #: 0, 1, 2... in the order the check measured
+    attempt: int
+    at: datetime
+    #: the version being verified, and its result
+    canary_version: str
+    canary: QueryResult
+    #: the compared track's version and result; None: not queried (``compare: none``,
+    #: or ``compared_missing`` says why)
+    compared_version: str | None = None
+    compared: QueryResult | None = None
+    compared_missing: str | None = None
+
+
+@dataclass(frozen=True)
+class JudgeRange:
+    """One judged query over the judge's lookback, for the canary and the compared
+    track, as range queries from ``start`` to ``end`` every ``step_s``: the samples
+    the statistical judge compares. ``compared`` is None when no version could be
+    compared with (``compared_missing`` says why)."""
+
+    check: str
+    start: datetime
+    end: datetime
+    step_s: float
+    canary_version: str
+    canary: QueryResult
+    compared_track: str
+    compared_version: str | None = None
+    compared: QueryResult | None = None
+    compared_missing: str | None = None
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything one verification run observed."""
 
@@ -69,3 +110,7 @@ class Facts:
     #: why metrics could not be measured at all (e.g. no metrics endpoint)
     metrics_unavailable: str | None = None
     load: LoadResult | None = None
+    #: every round of every query check, by check, in order. None: not measured
+    queries: tuple[QueryRound, ...] | None = None
+    #: every judged query's ranges, in the judge's order. None: not measured
+    judge_ranges: tuple[JudgeRange, ...] | None = None

@@ -1,15 +1,28 @@
 """The verification consumer's imperative part: look at the target and measure.
 
 ``gather`` asks the target what serves (``Target.status``), probes every instance
-of the new version on its health path, and — when metrics are wanted — scrapes the
-target's metrics endpoint ``count + 1`` times ``interval_s`` apart (the first good
-scrape is the baseline each window is measured from), optionally sending load
-through the target's endpoint between scrapes so there is traffic to measure.
+of the new version on its health path, and — when metrics are wanted — at once:
 
-It judges nothing: every answer, status code and counter goes back as ``Facts``
-for the pure ``decide``. No exception escapes: a failure to reach the target or its
-metrics is recorded as an error and becomes an Error measurement. Running it twice
-(a redelivery) only measures again.
+- scrapes the target's metrics endpoint ``count + 1`` times ``interval_s`` apart
+  (the first good scrape is the baseline each window is measured from), optionally
+  sending load through the target's endpoint between scrapes;
+- runs every query check against the analysis's Prometheus: after its initial
+  delay, every ``interval_s``, the template rendered for the new version (track
+  ``canary``) and for the compared track (the version serving beside it, as track
+  ``stable`` or ``baseline``), both evaluated at the same instant, until ``count``
+  rounds were measured or more than ``consecutive_error_limit`` rounds in a row
+  were errors (as Argo counts them: errors are not measurements). One httpx client
+  per gather, closed at its end; header secrets are resolved here and kept out of
+  everything recorded.
+
+It judges nothing: every answer, status code, counter and query result goes back as
+``Facts`` for the pure ``decide`` (it only asks ``analysis`` whether a round was an
+Error, to know when to stop). No exception escapes: a failure to reach the target,
+its metrics or Prometheus is recorded as an error and becomes an Error measurement.
+Running it twice (a redelivery) only measures again.
+
+Queries are evaluated at ``ports.extra["clock"]()`` when the ports give one (an
+aware datetime; tests freeze it inside backfilled data), else at the wall clock.
 """
 
 from __future__ import annotations
@@ -18,22 +31,52 @@ import asyncio
 import inspect
 import logging
 import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+import httpx
 from pydantic import ValidationError
 
+from adapters.metrics import MetricsProvider, QueryResult, create_metrics
+from adapters.metrics.prometheus import PrometheusMetrics, QueryContext, QueryTemplate, TemplateError, Track
 from adapters.targets import TargetStatus
 from consumers.deployment.state import DeploymentState
-from consumers.verification.analysis import wants_metrics
+from consumers.secrets import resolve_values
+from consumers.verification.analysis import assess_query, wants_judge, wants_metrics
+from consumers.verification.comparison import compared_track
 from consumers.verification.core import Check, check_for
-from consumers.verification.facts import Facts, HealthObservation, LoadResult, Probe, ScrapeAttempt
-from consumers.verification.policy import AnalysisPolicy, HealthPolicy, LoadPolicy, policy_of
+from consumers.verification.facts import (
+    Facts,
+    HealthObservation,
+    JudgeRange,
+    LoadResult,
+    Probe,
+    QueryRound,
+    ScrapeAttempt,
+)
+from consumers.verification.policy import (
+    AnalysisPolicy,
+    HealthPolicy,
+    JudgePolicy,
+    LoadPolicy,
+    PrometheusSettings,
+    QueryCheck,
+    Schedule,
+    policy_of,
+)
 from consumers.verification.prometheus import parse_scrape
+from events.deployment import DeploymentPlanned
 from events.envelope import CloudEvent
+from events.errors import InvalidInput
 
 log = logging.getLogger(__name__)
+
+#: the instant a query is evaluated at
+Clock = Callable[[], datetime]
 
 
 def describe(exc: BaseException) -> str:
@@ -90,12 +133,43 @@ async def observe(ports: Any, check: Check, policy: AnalysisPolicy, http: aiohtt
         health = await asyncio.gather(*(probe_instance(http, url, policy.health) for url in urls))
         facts = replace(facts, health=tuple(health))
     if wants_metrics(check.kind, policy, stable):
-        if status.metrics_url is None:
-            facts = replace(facts, metrics_unavailable="the target exposes no metrics endpoint")
-        else:
-            scrapes, load = await measure_traffic(http, status, policy)
-            facts = replace(facts, scrapes=scrapes, load=load)
+        scraped, (queried, ranges) = await asyncio.gather(
+            scrape_metrics(http, status, policy),
+            queries_then_judge(ports, check, policy, status, stable),
+        )
+        facts = replace(facts, **scraped, queries=queried, judge_ranges=ranges)
     return facts
+
+
+async def queries_then_judge(
+    ports: Any, check: Check, policy: AnalysisPolicy, status: TargetStatus, stable: str | None
+) -> tuple[tuple[QueryRound, ...] | None, tuple[JudgeRange, ...] | None]:
+    """The query checks' rounds, then (at an analysis step with a judge) the judge's
+    ranges, ending when the rounds ended so they cover the analysis."""
+    clock, config_dir = clock_of(ports), getattr(ports, "config_dir", None)
+    queried = await run_queries(policy, check.plan, stable, clock=clock, config_dir=config_dir)
+    if not wants_judge(check.kind, policy):
+        return queried, None
+    assert policy.judge is not None and policy.prometheus is not None
+    tracks = [t.model_dump(mode="json") for t in status.tracks]
+    track, version, fallback = compared_track(policy.judge.baseline, tracks, check.plan.version, stable)
+    if fallback is not None:
+        log.info("%s: %s", check.plan.deployment_id, fallback)
+    ranges = await run_judge(policy, check.plan, track, version, clock=clock, config_dir=config_dir)
+    return queried, ranges
+
+
+async def scrape_metrics(
+    http: aiohttp.ClientSession, status: TargetStatus, policy: AnalysisPolicy
+) -> dict[str, Any]:
+    """The built-in metrics' facts: scrapes and load, or why there are none."""
+    if not policy.metrics:
+        return {}
+    if status.metrics_url is None:
+        return {"metrics_unavailable": "the target exposes no metrics endpoint"}
+    await asyncio.sleep(policy.initial_delay_s)
+    scrapes, load = await measure_traffic(http, status, policy)
+    return {"scrapes": scrapes, "load": load}
 
 
 async def read_status(
@@ -247,3 +321,293 @@ async def measure_traffic(
             measured += 1
         baseline = True
     return tuple(attempts), load
+
+
+# --- query checks ------------------------------------------------------------------
+
+
+def clock_of(ports: Any) -> Clock:
+    """``ports.extra["clock"]`` when the ports give one, else the wall clock."""
+    clock = (getattr(ports, "extra", None) or {}).get("clock")
+    if callable(clock):
+        return clock
+    return lambda: datetime.now(UTC)
+
+
+def _failed(query: str, at: datetime, error_type: str, message: str) -> QueryResult:
+    return QueryResult(
+        query, "error", message=message, error_type=error_type, params={"time": at.timestamp()}
+    )
+
+
+def _scrub(result: QueryResult, secrets: Sequence[str]) -> QueryResult:
+    """A result whose message cannot give a header's secret away (an HTTP library's
+    complaint about a header may quote its value)."""
+    message = result.message
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return result if message == result.message else replace(result, message=message)
+
+
+async def run_query(
+    source: MetricsProvider | str,
+    template: QueryTemplate,
+    context: QueryContext,
+    at: datetime,
+    secrets: Sequence[str] = (),
+) -> QueryResult:
+    """One query's result; ``source`` is the provider, or why there is none. Never
+    raises: a template that cannot be rendered, a missing provider, a provider that
+    raises after all are error results."""
+    try:
+        query = template.render(context)
+    except TemplateError as exc:
+        return _failed(template.text, at, "template", f"cannot render the query: {exc}")
+    if isinstance(source, str):
+        return _failed(query, at, "unavailable", source)
+    try:
+        result = await source.query(query, at)
+    except Exception as exc:  # the protocol says it never raises; a bug must still be an Error
+        log.exception("metrics provider raised on %s", query)
+        result = _failed(query, at, "exception", f"the metrics provider raised {describe(exc)}")
+    return _scrub(result, secrets)
+
+
+async def query_round(
+    source: MetricsProvider | str,
+    plan: DeploymentPlanned,
+    check: QueryCheck,
+    compared_version: str | None,
+    *,
+    attempt: int,
+    at: datetime,
+    secrets: Sequence[str] = (),
+) -> QueryRound:
+    """The check's query for the new version and the compared track, both at ``at``."""
+    template = QueryTemplate(check.query)
+
+    def context(version: str, track: Track) -> QueryContext:
+        return QueryContext(plan.service, plan.environment, version, track, check.window)
+
+    track = check.compared_track
+    jobs = [run_query(source, template, context(plan.version, "canary"), at, secrets)]
+    missing = None
+    if track is not None and compared_version is None:
+        missing = f"no {track} version serves beside {plan.version} to compare with"
+    elif track is not None and compared_version is not None:
+        jobs.append(run_query(source, template, context(compared_version, track), at, secrets))
+    results = await asyncio.gather(*jobs)
+    return QueryRound(
+        check=check.name,
+        attempt=attempt,
+        at=at,
+        canary_version=plan.version,
+        canary=results[0],
+        compared_version=compared_version if track is not None else None,
+        compared=results[1] if len(results) > 1 else None,
+        compared_missing=missing,
+    )
+
+
+async def query_check(
+    source: MetricsProvider | str,
+    plan: DeploymentPlanned,
+    check: QueryCheck,
+    schedule: Schedule,
+    compared_version: str | None,
+    *,
+    clock: Clock,
+    secrets: Sequence[str] = (),
+) -> list[QueryRound]:
+    """Every round of one check: after ``initial_delay_s``, one every ``interval_s``
+    until ``count`` were measured or more than ``consecutive_error_limit`` in a row
+    were Errors (then the check stops: it ends as Error)."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(schedule.initial_delay_s)
+    started = loop.time()
+    rounds: list[QueryRound] = []
+    measured = errors_in_a_row = 0
+    while measured < schedule.count and errors_in_a_row <= schedule.limits.consecutive_error_limit:
+        if rounds:
+            await asyncio.sleep(max(0.0, started + len(rounds) * schedule.interval_s - loop.time()))
+        run = await query_round(
+            source, plan, check, compared_version, attempt=len(rounds), at=clock(), secrets=secrets
+        )
+        rounds.append(run)
+        if assess_query(check, run).outcome == "Error":
+            errors_in_a_row += 1
+        else:
+            errors_in_a_row, measured = 0, measured + 1
+    return rounds
+
+
+def provider_headers(settings: PrometheusSettings, config_dir: Any) -> dict[str, str]:
+    """The headers with their secrets resolved; raises ``InvalidInput`` naming the
+    header (never the value) when one does not resolve."""
+    refs = {name: ref.as_value() for name, ref in settings.headers.items()}
+    return resolve_values(refs, config_dir) if refs else {}
+
+
+@asynccontextmanager
+async def provider_of(
+    settings: PrometheusSettings, config_dir: Any
+) -> AsyncIterator[tuple[MetricsProvider | str, list[str]]]:
+    """``(provider, header secrets)``, closed afterwards; the provider is a string
+    saying why when it cannot be built (a secret that does not resolve, an invalid
+    URL), which makes every query an error result."""
+    async with httpx.AsyncClient(trust_env=False) as client:
+        source: MetricsProvider | str
+        secrets: list[str] = []
+        try:
+            headers = provider_headers(settings, config_dir)
+            secrets = list(headers.values())
+            source = create_metrics(
+                PrometheusMetrics.TYPE,
+                {"base_url": settings.url, "timeout_s": settings.timeout_s, "headers": headers},
+                http=client,
+            )
+        except InvalidInput as exc:
+            source = f"the prometheus provider cannot be used: {exc}"
+        try:
+            yield source, secrets
+        finally:
+            if not isinstance(source, str):
+                await source.aclose()
+
+
+async def run_queries(
+    policy: AnalysisPolicy,
+    plan: DeploymentPlanned,
+    compared_version: str | None,
+    *,
+    clock: Clock,
+    config_dir: Any = None,
+) -> tuple[QueryRound, ...] | None:
+    """Every query check at once, against one provider built from the plan's
+    settings; None when the analysis has no query checks. A provider that cannot be
+    built makes every round an error, so each check ends as Error after its
+    consecutive-error limit."""
+    if not policy.queries:
+        return None
+    settings = policy.prometheus
+    assert settings is not None  # the policy refuses query checks without a provider
+    async with provider_of(settings, config_dir) as (source, secrets):
+        per_check = await asyncio.gather(
+            *(
+                query_check(
+                    source,
+                    plan,
+                    check,
+                    policy.schedule(check),
+                    compared_version,
+                    clock=clock,
+                    secrets=secrets,
+                )
+                for check in policy.queries
+            )
+        )
+    return tuple(run for rounds in per_check for run in rounds)
+
+
+# --- the judge's samples -----------------------------------------------------------
+
+
+async def run_range(
+    source: MetricsProvider | str,
+    template: QueryTemplate,
+    context: QueryContext,
+    start: datetime,
+    end: datetime,
+    step_s: float,
+    secrets: Sequence[str] = (),
+) -> QueryResult:
+    """One range query's result; never raises (as ``run_query``)."""
+    params = {"start": start.timestamp(), "end": end.timestamp(), "step": step_s}
+    try:
+        query = template.render(context)
+    except TemplateError as exc:
+        return QueryResult(
+            template.text,
+            "error",
+            message=f"cannot render the query: {exc}",
+            error_type="template",
+            params=params,
+        )
+    if isinstance(source, str):
+        return QueryResult(query, "error", message=source, error_type="unavailable", params=params)
+    try:
+        result = await source.query_range(query, start, end, step_s)
+    except Exception as exc:  # the protocol says it never raises; a bug must still be an Error
+        log.exception("metrics provider raised on %s", query)
+        return QueryResult(
+            query,
+            "error",
+            message=f"the metrics provider raised {describe(exc)}",
+            error_type="exception",
+            params=params,
+        )
+    return _scrub(result, secrets)
+
+
+async def judge_range(
+    source: MetricsProvider | str,
+    plan: DeploymentPlanned,
+    check: QueryCheck,
+    judge: JudgePolicy,
+    track: Track,
+    version: str | None,
+    *,
+    end: datetime,
+    secrets: Sequence[str] = (),
+) -> JudgeRange:
+    """One judged query over the lookback, for the canary and the compared track."""
+    start = end - timedelta(seconds=judge.lookback_s)
+    template = QueryTemplate(check.query)
+
+    def context(v: str, t: Track) -> QueryContext:
+        return QueryContext(plan.service, plan.environment, v, t, check.window)
+
+    jobs = [run_range(source, template, context(plan.version, "canary"), start, end, judge.step_s, secrets)]
+    if version is not None:
+        jobs.append(run_range(source, template, context(version, track), start, end, judge.step_s, secrets))
+    results = await asyncio.gather(*jobs)
+    return JudgeRange(
+        check=check.name,
+        start=start,
+        end=end,
+        step_s=judge.step_s,
+        canary_version=plan.version,
+        canary=results[0],
+        compared_track=track,
+        compared_version=version,
+        compared=results[1] if len(results) > 1 else None,
+        compared_missing=None if version is not None else f"no {track} version serves beside {plan.version}",
+    )
+
+
+async def run_judge(
+    policy: AnalysisPolicy,
+    plan: DeploymentPlanned,
+    track: str,
+    version: str | None,
+    *,
+    clock: Clock,
+    config_dir: Any = None,
+) -> tuple[JudgeRange, ...]:
+    """Every judged query's ranges at once, ending now (``clock``)."""
+    judge = policy.judge
+    settings = policy.prometheus
+    assert judge is not None and settings is not None
+    end = clock()
+    compared: Track = "baseline" if track == "baseline" else "stable"
+    async with provider_of(settings, config_dir) as (source, secrets):
+        ranges = await asyncio.gather(
+            *(
+                judge_range(
+                    source, plan, policy.query(m.query), judge, compared, version, end=end, secrets=secrets
+                )
+                for m in judge.metrics
+            )
+        )
+    return tuple(ranges)

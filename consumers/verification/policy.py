@@ -4,15 +4,35 @@ Planning validates the pipeline's ``analysis`` and records it in the plan; this 
 verification's own reading of that dict, so the two packages need not import each
 other. Unknown keys are ignored (the plan may carry more than verification uses);
 every key has a default, so ``{}`` is a health check on ``/healthz`` and no metrics.
+
+Two kinds of metric checks: ``metrics``, the built-in error rate and p99 latency
+read from the target's own metrics endpoint, and ``queries``, PromQL templates run
+against the analysis's ``prometheus`` provider for the new version and the track it
+is compared with. A query check takes its schedule and limits from the analysis
+unless it sets its own (``QueryCheck.schedule``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from adapters.metrics.prometheus import PromQLTemplate, TemplateError, Track, promql_duration
+from consumers.verification.judge import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_GROUP,
+    DEFAULT_MARGINAL_THRESHOLD,
+    DEFAULT_MIN_SAMPLES,
+    DEFAULT_PASS_THRESHOLD,
+    Direction,
+    EffectMeasure,
+    JudgeConfig,
+    MetricConfig,
+    NanStrategy,
+)
 from events.deployment import DeploymentPlanned
 
 # Defaults, in one place.
@@ -32,8 +52,17 @@ DEFAULT_INCONCLUSIVE_LIMIT = 1
 #: as Argo Rollouts: a fifth error in a row ends the analysis as Error
 DEFAULT_CONSECUTIVE_ERROR_LIMIT = 4
 DEFAULT_SCRAPE_TIMEOUT_S = 5.0
+DEFAULT_INITIAL_DELAY_S = 0.0
+DEFAULT_PROMETHEUS_TIMEOUT_S = 10.0
+DEFAULT_QUERY_WINDOW = "1m"
+#: the judge's samples: one every ``step_s`` over ``lookback`` before the analysis ends
+DEFAULT_JUDGE_LOOKBACK = "10m"
+DEFAULT_JUDGE_STEP_S = 30.0
+#: measurement names of the checks that are not metrics
+RESERVED_NAMES = frozenset({"target", "health"})
 
 MetricName = Literal["error_rate", "latency_p99"]
+Compare = Literal["stable", "baseline", "none"]
 
 
 class _Policy(BaseModel):
@@ -93,6 +122,153 @@ class Limits:
     consecutive_error_limit: int = DEFAULT_CONSECUTIVE_ERROR_LIMIT
 
 
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When one check measures, and what it tolerates: Argo's ``initialDelay``,
+    ``interval``, ``count`` and limits, with the analysis's values filled in."""
+
+    initial_delay_s: float
+    interval_s: float
+    count: int
+    limits: Limits
+
+
+class SecretReference(_Policy):
+    """A header value as the plan records it: ``{"secret": {"env": NAME}}`` or
+    ``{"secret": {"file": PATH}}``, resolved (``consumers.secrets``) only when used."""
+
+    secret: dict[str, str] = Field(min_length=1)
+
+    def as_value(self) -> dict[str, Any]:
+        return {"secret": dict(self.secret)}
+
+
+class PrometheusSettings(_Policy):
+    """Where query checks run; header values are references, never the secrets."""
+
+    url: str = Field(min_length=1)
+    timeout_s: float = Field(default=DEFAULT_PROMETHEUS_TIMEOUT_S, gt=0)
+    headers: dict[str, SecretReference] = Field(default_factory=dict)
+
+
+class QueryCheck(_Policy):
+    """A PromQL template run for the new version (track ``canary``) and, unless
+    ``compare`` is ``none``, for the compared track, judged against ``max``, ``min``
+    and ``max_increase_pct`` over the compared track's value. ``dry_run``: measured
+    and recorded, never part of the verdict."""
+
+    name: str = Field(min_length=1)
+    query: PromQLTemplate
+    window: str = DEFAULT_QUERY_WINDOW
+    compare: Compare = "stable"
+    max: float | None = None
+    min: float | None = None
+    max_increase_pct: float | None = Field(default=None, ge=0)
+    dry_run: bool = False
+    interval_s: float | None = Field(default=None, ge=0)
+    count: int | None = Field(default=None, ge=1)
+    initial_delay_s: float | None = Field(default=None, ge=0)
+    failure_limit: int | None = Field(default=None, ge=0)
+    inconclusive_limit: int | None = Field(default=None, ge=0)
+    consecutive_error_limit: int | None = Field(default=None, ge=0)
+
+    @field_validator("window")
+    @classmethod
+    def _valid_window(cls, window: str) -> str:
+        try:
+            return promql_duration(window)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _has_a_limit(self) -> QueryCheck:
+        if self.max is None and self.min is None and self.max_increase_pct is None:
+            raise ValueError(f"query check {self.name!r} needs `max`, `min` or `max_increase_pct`")
+        if self.max_increase_pct is not None and self.compare == "none":
+            raise ValueError(f"query check {self.name!r}: `max_increase_pct` needs a track to compare with")
+        return self
+
+    @property
+    def compared_track(self) -> Track | None:
+        """The track the query also runs for; None with ``compare: none``."""
+        return None if self.compare == "none" else self.compare
+
+    def limits_dict(self) -> dict[str, float]:
+        """The limits that are set, for the record."""
+        limits = {"max": self.max, "min": self.min, "max_increase_pct": self.max_increase_pct}
+        return {k: v for k, v in limits.items() if v is not None}
+
+
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+
+
+def duration_seconds(duration: str) -> float:
+    """A PromQL duration (``"10m"``, ``"1h30m"``, already checked) in seconds."""
+    return sum(int(n) * _UNIT_S[unit] for n, unit in _PART.findall(duration))
+
+
+class JudgeMetric(_Policy):
+    """One query check judged by the statistical judge (``consumers.verification.judge``)."""
+
+    query: str = Field(min_length=1)
+    direction: Direction = "increase"
+    confidence: float = Field(default=DEFAULT_CONFIDENCE, gt=0.5, lt=1.0)
+    max_ratio_increase: float = Field(default=1.0, ge=1.0)
+    min_ratio_decrease: float = Field(default=1.0, gt=0.0, le=1.0)
+    effect: EffectMeasure = "mean"
+    critical: bool = False
+    group: str = Field(default=DEFAULT_GROUP, min_length=1)
+    min_samples: int = Field(default=DEFAULT_MIN_SAMPLES, ge=3)
+    nan_strategy: NanStrategy = "remove"
+
+    def config(self) -> MetricConfig:
+        return MetricConfig(name=self.query, **self.model_dump(exclude={"query"}))
+
+
+class JudgePolicy(_Policy):
+    """Canary against the compared track, query by query, over a range of samples.
+
+    ``baseline``: the track compared with — ``baseline`` (the old version started
+    fresh beside the canary; when the target runs none, the judge falls back to
+    ``stable`` and records why) or ``stable``. The samples of each metric are the
+    query evaluated every ``step_s`` over ``lookback`` before the analysis ends.
+    """
+
+    baseline: Literal["baseline", "stable"] = "baseline"
+    lookback: str = DEFAULT_JUDGE_LOOKBACK
+    step_s: float = Field(default=DEFAULT_JUDGE_STEP_S, gt=0)
+    pass_threshold: float = Field(default=DEFAULT_PASS_THRESHOLD, ge=0, le=100)
+    marginal_threshold: float = Field(default=DEFAULT_MARGINAL_THRESHOLD, ge=0, le=100)
+    group_weights: dict[str, float] = Field(default_factory=dict)
+    metrics: list[JudgeMetric] = Field(min_length=1)
+
+    @field_validator("lookback")
+    @classmethod
+    def _valid_lookback(cls, lookback: str) -> str:
+        try:
+            return promql_duration(lookback)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _valid_config(self) -> JudgePolicy:
+        self.config()  # raises ValidationError (a ValueError) on duplicates, weights, thresholds
+        return self
+
+    @property
+    def lookback_s(self) -> float:
+        return duration_seconds(self.lookback)
+
+    def config(self) -> JudgeConfig:
+        return JudgeConfig(
+            metrics=tuple(m.config() for m in self.metrics),
+            group_weights=dict(self.group_weights),
+            pass_threshold=self.pass_threshold,
+            marginal_threshold=self.marginal_threshold,
+        )
+
+
 class AnalysisPolicy(_Policy):
     """Health checks plus metric checks measured ``count`` times ``interval_s`` apart."""
 
@@ -101,23 +277,67 @@ class AnalysisPolicy(_Policy):
     load: LoadPolicy | None = None
     interval_s: float = Field(default=DEFAULT_INTERVAL_S, ge=0)
     count: int = Field(default=DEFAULT_COUNT, ge=1)
+    initial_delay_s: float = Field(default=DEFAULT_INITIAL_DELAY_S, ge=0)
     failure_limit: int = Field(default=DEFAULT_FAILURE_LIMIT, ge=0)
     inconclusive_limit: int = Field(default=DEFAULT_INCONCLUSIVE_LIMIT, ge=0)
     consecutive_error_limit: int = Field(default=DEFAULT_CONSECUTIVE_ERROR_LIMIT, ge=0)
     scrape_timeout_s: float = Field(default=DEFAULT_SCRAPE_TIMEOUT_S, gt=0)
+    prometheus: PrometheusSettings | None = None
+    queries: list[QueryCheck] = Field(default_factory=list)
+    judge: JudgePolicy | None = None
 
     @model_validator(mode="after")
     def _one_check_per_metric(self) -> AnalysisPolicy:
-        names = [m.name for m in self.metrics]
+        names: list[str] = [m.name for m in self.metrics]
         if len(names) != len(set(names)):
             raise ValueError(
                 f"each metric may be checked once (give `max` and `max_increase_pct` together): {names}"
             )
+        names += [q.name for q in self.queries]
+        if len(names) != len(set(names)):
+            raise ValueError(f"check names must be distinct across metrics and queries: {names}")
+        reserved = sorted(RESERVED_NAMES.intersection(names))
+        if reserved:
+            raise ValueError(f"{reserved} name the target and health checks, not a metric")
+        if self.queries and self.prometheus is None:
+            raise ValueError("query checks need a `prometheus` provider")
+        if self.judge is not None:
+            unknown = sorted({m.query for m in self.judge.metrics} - {q.name for q in self.queries})
+            if unknown:
+                raise ValueError(f"the judge names queries the analysis does not have: {unknown}")
         return self
+
+    def query(self, name: str) -> QueryCheck:
+        """The query check of this name; KeyError if there is none."""
+        for check in self.queries:
+            if check.name == name:
+                return check
+        raise KeyError(name)
 
     @property
     def limits(self) -> Limits:
         return Limits(self.failure_limit, self.inconclusive_limit, self.consecutive_error_limit)
+
+    def schedule(self, check: QueryCheck) -> Schedule:
+        """The check's own settings, the analysis's where it has none."""
+
+        def own(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        return Schedule(
+            initial_delay_s=own(check.initial_delay_s, self.initial_delay_s),
+            interval_s=own(check.interval_s, self.interval_s),
+            count=own(check.count, self.count),
+            limits=Limits(
+                own(check.failure_limit, self.failure_limit),
+                own(check.inconclusive_limit, self.inconclusive_limit),
+                own(check.consecutive_error_limit, self.consecutive_error_limit),
+            ),
+        )
+
+    def check_limits(self) -> dict[str, Limits]:
+        """The limits of every check that has its own (the query checks)."""
+        return {q.name: self.schedule(q).limits for q in self.queries}
 
 
 def policy_of(plan: DeploymentPlanned | dict[str, Any]) -> AnalysisPolicy:

@@ -94,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
-    server = Server(
-        (args.host, args.port), make_handler(args.version, Behaviour(os.environ, args.version))
-    )
+    server = Server((args.host, args.port), make_handler(args.version, Behaviour(os.environ, args.version)))
     server.daemon_threads = True
 
     def _terminate(signum: int, frame: object) -> None:

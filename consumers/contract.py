@@ -62,6 +62,11 @@ class Consumer(Generic[S]):
     #: type names (``shiplog.x.y``) it reacts to; others on its topics are acked and
     #: skipped without a handled record. Empty: every type.
     accepts: tuple[str, ...] = ()
+    #: dead-letter messages of a type no one knows (the registry's), instead of
+    #: skipping them with the others it does not accept: set on the one consumer
+    #: that reads the outside topics for everyone (the recorder), so a bad build
+    #: event is dead-lettered once, not by every consumer group nor by none
+    guards_unknown: bool = False
     #: the imperative part, run by the shell between folding and deciding:
     #: ``gather(ports, state, event) -> facts`` does the I/O (apply a step through a
     #: target, query metrics, look at the config) and returns what happened as data;

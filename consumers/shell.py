@@ -14,6 +14,11 @@ For each message, in order:
    concurrency conflict reloads and decides again);
 6. only then commit the offset.
 
+Each handling is a span of the release's trace: its parent is the context the
+relay's ``traceparent`` header names, derived from the event itself (the release's
+correlation id and the event id, ``producers.kafka.traceparent``), so the fast path
+— which never sees a header — puts its span under the same parent as Kafka would.
+
 Retryable trouble — the database or the broker away — is retried here with
 capped exponential backoff and the offset stays uncommitted; if the process dies
 meanwhile, the message is delivered again. A non-retryable handler error is
@@ -28,10 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +49,8 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage as InjectedMessage
 from faststream.kafka.message import KafkaMessage
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from adapters.eventlog import EventLog, Handled
@@ -53,11 +61,12 @@ from events.errors import ConcurrencyConflict, InvalidEvent, ShiplogError
 from events.registry import REGISTRY, EventRegistry, new_event
 from events.signature import is_command, verify
 from events.topics import DEADLETTER, topic_for, topic_name
-from producers.kafka import ID_HEADER, TYPE_HEADER
+from producers.kafka import ID_HEADER, TYPE_HEADER, trace_context
 from producers.kafka import headers as event_headers
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("shiplog.consumers")
+_propagator = TraceContextTextMapPropagator()
 
 #: Conflicts are settled by reloading and deciding again; this many in a row
 #: means something is wrong and the message is retried later like any trouble.
@@ -87,6 +96,11 @@ def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, ShiplogError):
         return exc.retryable
     return isinstance(exc, KafkaError | OSError | asyncio.TimeoutError)
+
+
+def _outcome(name: str) -> None:
+    """What became of the message, on the handling's span (none outside one)."""
+    trace.get_current_span().set_attribute("shiplog.outcome", name)
 
 
 class LocalDispatch:
@@ -191,48 +205,108 @@ class ConsumerShell:
             self.stats["duplicates"] += 1
             await self._commit(msg)
             return
-        ctx = TraceContextTextMapPropagator().extract(carrier)
-        with tracer.start_as_current_span(f"{self.consumer.name} handle", context=ctx):
-            try:
-                await self._process(msg)
-            except asyncio.CancelledError:
-                await msg.nack()
-                raise
+        try:
+            await self._process(msg)
+        except asyncio.CancelledError:
+            await msg.nack()
+            raise
         await self._commit(msg)
+
+    @contextlib.contextmanager
+    def _span(
+        self,
+        event: CloudEvent | None,
+        *,
+        destination: str,
+        delivery: str,
+        carrier: Mapping[str, str] | None = None,
+    ) -> Iterator[Span]:
+        """The span of one handling. Its parent is derived from the event, not read
+        from the header, so both paths agree; a header naming another trace (an
+        outside producer's own) becomes a link. Attributes name the message, never
+        its data (which may hold secrets)."""
+        header_ctx = _propagator.extract(carrier) if carrier else None
+        header_span = trace.get_current_span(header_ctx).get_span_context() if header_ctx else None
+        links: list[Link] = []
+        ctx: Context | None
+        if event is not None:
+            ctx = trace_context(event.id, event.correlationid)
+            own = trace.get_current_span(ctx).get_span_context()
+            if header_span is not None and header_span.is_valid and header_span.trace_id != own.trace_id:
+                links.append(Link(header_span))
+            event_id, event_type, name = event.id, event.type, event.type_name
+            subject: str | None = event.subject
+        else:  # undecodable: all there is to go by is the headers
+            ctx = header_ctx
+            event_id = (carrier or {}).get(ID_HEADER, "")
+            event_type = name = (carrier or {}).get(TYPE_HEADER, "")
+            subject = None
+        attributes: dict[str, str] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": destination,
+            "messaging.consumer.group.name": f"{self.topic_prefix}{self.consumer.name}",
+            "shiplog.consumer": self.consumer.name,
+            "shiplog.delivery": delivery,
+            "shiplog.event.id": event_id,
+            "shiplog.event.type": event_type,
+        }
+        if subject is not None:
+            attributes["shiplog.deployment.id"] = subject
+        with tracer.start_as_current_span(
+            f"{self.consumer.name} handle {name}".rstrip(),
+            context=ctx,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=links,
+        ) as span:
+            yield span
 
     def _unwanted(self, event_type: str | None) -> bool:
         if not event_type or not self.consumer.accepts:
             return False
         try:
-            return split_type(event_type)[0] not in self.consumer.accepts
+            name = split_type(event_type)[0]
         except InvalidEvent:
             return False  # a malformed type is decoded, and dead-lettered, as usual
+        if name in self.consumer.accepts:
+            return False
+        # an unknown type is decoded (and dead-lettered) by the consumer guarding the topic
+        return not (self.consumer.guards_unknown and name not in self.registry.models)
 
     async def _process(self, msg: KafkaMessage) -> None:
+        record = msg.raw_message
+        topic: str = record.topic  # type: ignore[union-attr]
+        carrier = {k: v.decode(errors="replace") for k, v in (record.headers or ())}  # type: ignore[union-attr]
         try:
             event = self.registry.decode(msg.body)
         except InvalidEvent as exc:
-            await self._deadletter(msg, exc.reason, str(exc))
+            with self._span(None, destination=topic, delivery="kafka", carrier=carrier) as span:
+                span.set_status(Status(StatusCode.ERROR, exc.reason))
+                await self._deadletter(msg, exc.reason, str(exc))
             return
         forward = self.forward_received is not None and event.id not in self._recent
         backoff = Backoff(self.backoff_initial, self.backoff_cap)
-        while True:
-            try:
-                await self.handle(event)
-                if forward and self.forward_received is not None:
-                    # after recording it: the log shows the outside event before
-                    # anything the other consumers do about it
-                    self.forward_received([event], source=self)
-                return
-            except Exception as exc:
-                if not _is_retryable(exc):
-                    log.exception("%s: handler failed on %s", self.consumer.name, event.id)
-                    await self._deadletter(msg, "handler_error", f"{type(exc).__name__}: {exc}")
+        with self._span(event, destination=topic, delivery="kafka", carrier=carrier) as span:
+            while True:
+                try:
+                    await self.handle(event)
+                    if forward and self.forward_received is not None:
+                        # after recording it: the log shows the outside event before
+                        # anything the other consumers do about it
+                        self.forward_received([event], source=self)
                     return
-                self.stats["retries"] += 1
-                delay = backoff.next_delay()
-                log.warning("%s: %s on %s; retrying in %.2fs", self.consumer.name, exc, event.id, delay)
-                await asyncio.sleep(delay)
+                except Exception as exc:
+                    if not _is_retryable(exc):
+                        log.exception("%s: handler failed on %s", self.consumer.name, event.id)
+                        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                        await self._deadletter(msg, "handler_error", f"{type(exc).__name__}: {exc}")
+                        return
+                    self.stats["retries"] += 1
+                    # the exception's type only: its message may quote event data
+                    span.add_event("retry", {"exception.type": type(exc).__name__})
+                    delay = backoff.next_delay()
+                    log.warning("%s: %s on %s; retrying in %.2fs", self.consumer.name, exc, event.id, delay)
+                    await asyncio.sleep(delay)
 
     async def handle(self, event: CloudEvent, *, fresh: bool = False) -> None:
         """Steps 2-5 for one decoded event. Raises retryable errors to the caller.
@@ -240,17 +314,20 @@ class ConsumerShell:
         record is expected — skip the look-up (the append still finds one, if any)."""
         if not self.consumer.wants(event):
             self.stats["skipped"] += 1
+            _outcome("skipped")
             return
         handled = Handled(self.consumer.name, event.id)
         if event.id in self._recent or (
             not fresh and await self.log.is_handled(handled.consumer, handled.event_id)
         ):
             self.stats["duplicates"] += 1
+            _outcome("duplicate")
             return
         if is_command(event.type_name):
             reason = verify(event, self.command_keys)
             if reason is not None:
                 await self._refuse(event, reason)
+                _outcome("refused")
                 return
         if self.consumer.locate is not None:
             stream = await self.consumer.locate(self.ports, event)
@@ -269,6 +346,7 @@ class ConsumerShell:
             except ConcurrencyConflict:
                 continue
             self.stats["duplicates" if result.duplicate else "handled"] += 1
+            _outcome("duplicate" if result.duplicate else "handled")
             self._remember(event.id)
             if new and not result.duplicate and self.consumer.publish and self.on_appended is not None:
                 self.on_appended(new)
@@ -308,13 +386,20 @@ class ConsumerShell:
 
     async def handle_local(self, event: CloudEvent) -> None:
         """The fast path: handle an event appended in this process. Any trouble is
-        left to the Kafka delivery of the same event, which always follows."""
-        try:
-            await self.handle(event, fresh=True)
-        except Exception as exc:
-            log.debug(
-                "%s: local handling of %s failed (%s); Kafka redelivers", self.consumer.name, event.id, exc
-            )
+        left to the Kafka delivery of the same event, which always follows. Its span
+        has the parent the Kafka delivery's would have (``trace_context``)."""
+        destination = topic_name(topic_for(event.type), self.topic_prefix)
+        with self._span(event, destination=destination, delivery="local") as span:
+            try:
+                await self.handle(event, fresh=True)
+            except Exception as exc:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                log.debug(
+                    "%s: local handling of %s failed (%s); Kafka redelivers",
+                    self.consumer.name,
+                    event.id,
+                    exc,
+                )
 
     async def _deadletter(self, msg: KafkaMessage, reason: str, error: str) -> None:
         record = msg.raw_message

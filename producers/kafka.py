@@ -9,6 +9,8 @@ import os
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from events.envelope import CONTENT_TYPE, CloudEvent
 from events.errors import AdapterUnavailable
@@ -32,6 +34,13 @@ def traceparent(event_id: str, correlationid: str | None) -> str:
     trace_id = hashlib.sha256((correlationid or event_id).encode()).hexdigest()[:32]
     span_id = hashlib.sha256(event_id.encode()).hexdigest()[:16]
     return f"00-{trace_id}-{span_id}-01"
+
+
+def trace_context(event_id: str, correlationid: str | None) -> Context:
+    """The OpenTelemetry context that ``traceparent`` names: what every span about
+    this event (its publication, each consumer's handling of it, by Kafka or in
+    process) is started under, so they agree without reading a header."""
+    return TraceContextTextMapPropagator().extract({TRACEPARENT_HEADER: traceparent(event_id, correlationid)})
 
 
 def headers(event_id: str, event_type: str, correlationid: str | None) -> list[tuple[str, bytes]]:

@@ -50,8 +50,10 @@ from consumers.verification.comparison import (
     range_from_measurement,
 )
 from consumers.verification.facts import Facts, JudgeRange, Probe
+from consumers.verification.impact import IMPACT
 from consumers.verification.policy import AnalysisPolicy, policy_of
 from consumers.verification.prometheus import Window
+from consumers.verification.slo import SLO
 from events.deployment import DeploymentPlanned, deployment_stream
 from events.envelope import CloudEvent
 from events.errors import InvalidInput
@@ -240,6 +242,12 @@ def remeasure(
     if wants_metrics(kind, policy, stable):
         out.extend(_metrics(recorded, policy))
         out.extend(_queries(recorded, policy))
+        # The impact and the SLO burn rate are kept as recorded (their inputs are in
+        # their detail, but another policy's windows could not be re-derived from
+        # them); the burn rate only under a policy that has an SLO at all.
+        out.extend(m for m in recorded if m.metric == IMPACT)
+        if policy.slo is not None:
+            out.extend(m for m in recorded if m.metric == SLO)
     if wants_judge(kind, policy):
         assert policy.judge is not None
         track, _, _ = compared_track(policy.judge.baseline, status.get("tracks") or [], canary, stable)

@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,21 +42,56 @@ from shiplog.targets import TargetPool
 log = logging.getLogger(__name__)
 
 
+#: the span exporters ``OTEL_TRACES_EXPORTER`` may name
+TRACE_EXPORTERS = ("otlp", "console", "none")
+
+
+def trace_exporters(env: Mapping[str, str]) -> list[str]:
+    """Which span exporters the standard OpenTelemetry variables ask for.
+
+    ``OTEL_TRACES_EXPORTER`` (a comma-separated list) decides when set; unset, an
+    OTLP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``..._TRACES_ENDPOINT``) means
+    OTLP, and nothing means no export at all. An unknown exporter or a protocol
+    other than HTTP/protobuf is refused rather than silently not exported."""
+    named = [n.strip().lower() for n in env.get("OTEL_TRACES_EXPORTER", "").split(",") if n.strip()]
+    if unknown := [n for n in named if n not in TRACE_EXPORTERS]:
+        raise InvalidInput(
+            f"OTEL_TRACES_EXPORTER names {', '.join(unknown)}; shiplog knows {', '.join(TRACE_EXPORTERS)}"
+        )
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not named and endpoint:
+        named = ["otlp"]
+    if "none" in named:
+        return []
+    exporters = list(dict.fromkeys(named))
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    if "otlp" in exporters and protocol not in (None, "", "http/protobuf"):
+        raise InvalidInput(f"OTLP protocol {protocol!r} is not supported; shiplog exports http/protobuf")
+    return exporters
+
+
 def setup_tracing(components: Sequence[str]) -> None:
     """A real OpenTelemetry SDK provider, so consumers' spans join the trace their
-    message's ``traceparent`` names. Spans are exported to the console when
-    ``OTEL_TRACES_EXPORTER=console``; any other exporter is the deployer's to add."""
+    message's ``traceparent`` names. Where spans go is what the standard variables
+    say (``trace_exporters``): OTLP over HTTP/protobuf, batched, configured by the
+    exporter's own ``OTEL_EXPORTER_OTLP_*`` variables; the console; or nowhere.
+    Left alone if the process already has an SDK provider (a test's, an embedder's)."""
     from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor
 
     if isinstance(trace.get_tracer_provider(), TracerProvider):
         return
+    exporters = trace_exporters(os.environ)
     provider = TracerProvider(
         resource=Resource.create({"service.name": "shiplog", "shiplog.components": ",".join(components)})
     )
-    if os.environ.get("OTEL_TRACES_EXPORTER") == "console":
+    if "otlp" in exporters:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    if "console" in exporters:
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
 

@@ -560,13 +560,47 @@ class HealthCheck(_Config):
     interval_s: float = Field(default=DEFAULT_HEALTH_INTERVAL_S, gt=0, description="between requests")
 
 
+class VsPrevious(_Config):
+    """A relative criterion against earlier releases (as Keptn's): the new version's
+    value may be at most `pct` % above the mean of the same check's recorded values in
+    the last `releases` successful deployments of the service to this environment."""
+
+    model_config = ConfigDict(title="Limit against previous releases")
+
+    pct: float = Field(ge=0, description="the most the value may be above the previous releases' mean, in %")
+    releases: int = Field(
+        default=3, ge=1, description="how many previous successful releases to compare with"
+    )
+    min_releases: int | None = Field(
+        default=None,
+        ge=1,
+        description="fewer releases with a recorded value than this: Inconclusive; default: `releases`",
+    )
+
+    @model_validator(mode="after")
+    def _min_within(self) -> VsPrevious:
+        if self.min_releases is not None and self.min_releases > self.releases:
+            raise ValueError(f"min_releases {self.min_releases} is above releases {self.releases}")
+        return self
+
+
+_VS_PREVIOUS_DESCRIPTION = "upper limit over the mean of the check's values in previous successful releases"
+
+
 class MetricCheck(_Config):
     """A metric of the new version, from the target's own metrics, against a limit:
-    either an absolute `max` or `max_increase_pct` over what it is compared with."""
+    either an absolute `max` or `max_increase_pct` over what it is compared with, and /
+    or `max_increase_pct_vs_previous` over previous releases."""
 
     model_config = ConfigDict(
         title="Metric check",
-        json_schema_extra={"oneOf": [{"required": ["max"]}, {"required": ["max_increase_pct"]}]},
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["max"]},
+                {"required": ["max_increase_pct"]},
+                {"required": ["max_increase_pct_vs_previous"]},
+            ]
+        },
     )
 
     name: Literal["error_rate", "latency_p99"] = Field(
@@ -580,11 +614,20 @@ class MetricCheck(_Config):
         default="stable",
         description="stable: the version serving now; baseline: a fresh instance of it",
     )
+    # excluded from the plan when unset, so plans of pipelines that do not use it keep their hash
+    max_increase_pct_vs_previous: VsPrevious | None = Field(
+        default=None, description=_VS_PREVIOUS_DESCRIPTION, exclude_if=lambda rule: rule is None
+    )
 
     @model_validator(mode="after")
     def _one_limit(self) -> MetricCheck:
-        if (self.max is None) == (self.max_increase_pct is None):
+        if self.max is not None and self.max_increase_pct is not None:
             raise ValueError("a metric check has exactly one of `max` or `max_increase_pct`")
+        if self.max is None and self.max_increase_pct is None and self.max_increase_pct_vs_previous is None:
+            raise ValueError(
+                "a metric check has exactly one of `max` or `max_increase_pct`, "
+                "or only `max_increase_pct_vs_previous`"
+            )
         if self.name == "error_rate" and self.max is not None and self.max > 1:
             raise ValueError(f"error_rate is a fraction from 0 to 1; max {self.max} is more than 1")
         return self
@@ -607,7 +650,7 @@ class Load(_Config):
 #: an HTTP header name (RFC 9110 token)
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
 #: measurement names of the checks that are not metrics
-RESERVED_CHECK_NAMES = frozenset({"target", "health"})
+RESERVED_CHECK_NAMES = frozenset({"target", "health", "impact", "slo_burn_rate"})
 
 
 class PrometheusProvider(_Config):
@@ -640,7 +683,12 @@ class QueryCheck(_Config):
     model_config = ConfigDict(
         title="Query check",
         json_schema_extra={
-            "anyOf": [{"required": ["max"]}, {"required": ["min"]}, {"required": ["max_increase_pct"]}]
+            "anyOf": [
+                {"required": ["max"]},
+                {"required": ["min"]},
+                {"required": ["max_increase_pct"]},
+                {"required": ["max_increase_pct_vs_previous"]},
+            ]
         },
     )
 
@@ -675,6 +723,9 @@ class QueryCheck(_Config):
         ge=0,
         description="the most the new version's value may be above the compared track's, in %",
     )
+    max_increase_pct_vs_previous: VsPrevious | None = Field(
+        default=None, description=_VS_PREVIOUS_DESCRIPTION, exclude_if=lambda rule: rule is None
+    )
     dry_run: bool = Field(
         default=False, description="measure and record, but never let this check decide the analysis"
     )
@@ -707,9 +758,11 @@ class QueryCheck(_Config):
 
     @model_validator(mode="after")
     def _limits(self) -> QueryCheck:
-        if self.max is None and self.min is None and self.max_increase_pct is None:
+        limits = (self.max, self.min, self.max_increase_pct, self.max_increase_pct_vs_previous)
+        if all(limit is None for limit in limits):
             raise ValueError(
-                f"query check {self.name!r} needs a limit: `max`, `min` or `max_increase_pct` "
+                f"query check {self.name!r} needs a limit: `max`, `min`, `max_increase_pct` "
+                "or `max_increase_pct_vs_previous` "
                 "(set `dry_run: true` to only record it)"
             )
         if self.max_increase_pct is not None and self.compare == "none":
@@ -801,6 +854,91 @@ class JudgeSpec(_Config):
         return self
 
 
+_PROMQL_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def duration_s(duration: str) -> float:
+    """A valid PromQL duration (``"1h30m"``) in seconds."""
+    return sum(int(n) * _PROMQL_UNIT_S[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", duration))
+
+
+class BurnRateWindows(_Config):
+    """One multi-window burn-rate alert: the step fails (and is rolled back) when the
+    new version's error budget burns faster than `max_burn_rate` over both windows."""
+
+    model_config = ConfigDict(title="Burn-rate windows")
+
+    short: str = Field(default="5m", description="the short window: a PromQL duration", examples=["5m"])
+    long: str = Field(default="1h", description="the long window: a PromQL duration", examples=["1h"])
+    max_burn_rate: float = Field(
+        default=14.4, gt=0, description="error rate / (1 - target) above which both windows alert"
+    )
+
+    @field_validator("short", "long")
+    @classmethod
+    def _valid_window(cls, window: str) -> str:
+        try:
+            return promql_duration(window)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _short_is_shorter(self) -> BurnRateWindows:
+        if duration_s(self.short) >= duration_s(self.long):
+            raise ValueError(f"the short window {self.short} is not shorter than the long one {self.long}")
+        return self
+
+
+class Slo(_Config):
+    """An availability SLO and multi-window burn-rate alerts on the new version (the
+    Google SRE workbook's rule). Error rates from `error_rate_query` (rendered with
+    {{window}} = each window) when given, else from the target's own metrics (short:
+    the latest measurement window, long: the whole analysis so far)."""
+
+    model_config = ConfigDict(title="SLO burn rate")
+
+    target: float = Field(gt=0, lt=1, description="the share of requests that must succeed", examples=[0.999])
+    windows: list[BurnRateWindows] = Field(
+        default_factory=lambda: [BurnRateWindows()],
+        min_length=1,
+        description="alert pairs; any pair over its limit on both windows fails the step",
+    )
+    error_rate_query: PromQLTemplate | None = Field(
+        default=None,
+        description="PromQL of the new version's error rate (0-1) over {{window}}, run against "
+        "`prometheus`; default: the target's own metrics",
+        exclude_if=lambda query: query is None,
+    )
+
+
+class Impact(_Config):
+    """What the analysis's user-impact figures add: users affected (from a user metric)
+    and limits on what the new version may cost."""
+
+    model_config = ConfigDict(title="User impact")
+
+    users_query: PromQLTemplate | None = Field(
+        default=None,
+        description="PromQL of the new version's users over {{window}}, run against `prometheus`",
+        exclude_if=lambda query: query is None,
+    )
+    users_window: str = Field(default=DEFAULT_QUERY_WINDOW, description="what {{window}} stands for")
+    max_affected_requests: float | None = Field(
+        default=None, ge=0, description="fail when more requests are estimated affected"
+    )
+    max_affected_users: float | None = Field(
+        default=None, ge=0, description="fail when more users are estimated affected"
+    )
+
+    @field_validator("users_window")
+    @classmethod
+    def _valid_window(cls, window: str) -> str:
+        try:
+            return promql_duration(window)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class Analysis(_Config):
     """Health checks plus metric checks, measured `count` times `interval_s` apart.
     Each measurement is Successful, Failed, Inconclusive or Error; missing data never
@@ -848,6 +986,16 @@ class Analysis(_Config):
         description="a statistical judge of `queries`, canary against baseline or stable",
         exclude_if=lambda judge: judge is None,
     )
+    slo: Slo | None = Field(
+        default=None,
+        description="error-budget burn-rate alerts; over the limit on both windows rolls back",
+        exclude_if=lambda slo: slo is None,
+    )
+    impact: Impact | None = Field(
+        default=None,
+        description="users and limits for the user-impact figures every analysis records",
+        exclude_if=lambda impact: impact is None,
+    )
 
     @model_validator(mode="after")
     def _checks(self) -> Analysis:
@@ -864,6 +1012,10 @@ class Analysis(_Config):
             unknown = sorted({m.query for m in self.judge.metrics} - {q.name for q in self.queries})
             if unknown:
                 raise ValueError(f"the judge names queries the analysis does not have: {unknown}")
+        slo_query = self.slo is not None and self.slo.error_rate_query is not None
+        users_query = self.impact is not None and self.impact.users_query is not None
+        if (slo_query or users_query) and self.prometheus is None:
+            raise ValueError("`slo.error_rate_query` and `impact.users_query` need a `prometheus` provider")
         return self
 
 

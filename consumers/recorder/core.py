@@ -90,6 +90,7 @@ RECORDER: Consumer[Recorded] = Consumer(
     # builds and people's commands: not what shiplog itself puts on shiplog.commands
     # (access refusals, command refusals), which the log holds already
     accepts=(BuildCompleted.TYPE, *COMMAND_TYPES),
+    guards_unknown=True,
     refuse=refuse,
     description="records builds from CI and people's commands into the log",
 )

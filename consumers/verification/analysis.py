@@ -27,17 +27,21 @@ from typing import Any
 from adapters.metrics import QueryResult, Sample, Series, problem_measurement
 from adapters.metrics.prometheus import Track
 from consumers.verification.comparison import JUDGE, gating, measure_judge
-from consumers.verification.facts import Facts, Probe, QueryRound
+from consumers.verification.facts import Facts, History, Probe, QueryRound
+from consumers.verification.impact import is_informative, measure_impact
 from consumers.verification.policy import AnalysisPolicy, HealthPolicy, Limits, MetricCheck, QueryCheck
+from consumers.verification.previous import assess_vs_previous, increase_limit
 from consumers.verification.prometheus import Window, window
+from consumers.verification.slo import SLO, measure_slo
 from events.verification import Measurement, Outcome
 
 #: the measurement names of the two checks that are not metrics
 TARGET = "target"
 HEALTH = "health"
 #: checks that tolerate no failed and no inconclusive measurement: an instance of
-#: the new version that does not answer its health check is never acceptable
-STRICT: frozenset[str] = frozenset({HEALTH})
+#: the new version that does not answer its health check is never acceptable, and
+#: neither is an error budget burning over its limit (or not known to burn less)
+STRICT: frozenset[str] = frozenset({HEALTH, SLO})
 #: ``detail.source`` of a query check's measurements
 PROMETHEUS = "prometheus"
 
@@ -103,9 +107,11 @@ def assess_metric(
     stable: Window | None,
     *,
     detail: Mapping[str, Any] | None = None,
+    history: History | None = None,
 ) -> Measurement:
     """One measurement of a metric of the new version (``canary``) against its limits;
-    ``max_increase_pct`` compares with the version serving beside it (``stable``)."""
+    ``max_increase_pct`` compares with the version serving beside it (``stable``),
+    ``max_increase_pct_vs_previous`` with previous releases (``history``)."""
     value = metric_value(check.name, canary)
     baseline = metric_value(check.name, stable)
     info: dict[str, Any] = {**(detail or {}), "compare": check.compare}
@@ -137,6 +143,14 @@ def assess_metric(
             why = f"{check.name} {value:.4g} more than {pct:g}% above stable's {baseline:.4g}"
             return measured("Failed", limit, why)
         threshold = limit if threshold is None else min(threshold, limit)
+    rule = check.max_increase_pct_vs_previous
+    if rule is not None:
+        relative = assess_vs_previous(check.name, value, rule, history)
+        info["vs_previous"] = relative.detail
+        if relative.outcome is not None:
+            return measured(relative.outcome, relative.limit or threshold, relative.reason)
+        if relative.limit is not None:
+            threshold = relative.limit if threshold is None else min(threshold, relative.limit)
     return measured("Successful", threshold)
 
 
@@ -176,18 +190,15 @@ def query_detail(check: QueryCheck, run: QueryRound) -> dict[str, Any]:
     return detail
 
 
-def increase_limit(baseline: float, pct: float) -> float:
-    """``pct`` % above ``baseline`` (of its magnitude: a negative baseline too)."""
-    return baseline + abs(baseline) * pct / 100
-
-
-def assess_query(check: QueryCheck, run: QueryRound) -> Measurement:
+def assess_query(check: QueryCheck, run: QueryRound, history: History | None = None) -> Measurement:
     """One measurement of a query check from one round, in this order: the new
     version's result cannot be judged (error: Error; empty, NaN: Inconclusive; more
     than one series: Error); its value is above ``max`` or below ``min`` (Failed);
     with ``max_increase_pct``, the compared track's result cannot be judged or is
     missing (Error / Inconclusive), or the value is more than ``max_increase_pct``
-    above it (Failed); else Successful."""
+    above it (Failed); with ``max_increase_pct_vs_previous``, previous releases
+    cannot be compared with (``assess_vs_previous``) or the value is above their
+    mean by more than allowed (Failed); else Successful."""
     detail = query_detail(check, run)
     value = run.canary.value
     baseline = run.compared.value if run.compared is not None else None
@@ -233,6 +244,15 @@ def assess_query(check: QueryCheck, run: QueryRound) -> Measurement:
             why = f"{check.name} {value:.4g} more than {pct:g}% above {track}'s {baseline:.4g}"
             return measured("Failed", why, limit)
         uppers.append(limit)
+    rule = check.max_increase_pct_vs_previous
+    if rule is not None:
+        relative = assess_vs_previous(check.name, value, rule, history)
+        detail["vs_previous"] = relative.detail
+        if relative.outcome is not None:
+            error = relative.reason if relative.outcome == "Error" else None
+            return measured(relative.outcome, relative.reason, relative.limit, error=error)
+        if relative.limit is not None:
+            uppers.append(relative.limit)
     return measured("Successful", threshold=min(uppers) if uppers else check.min)
 
 
@@ -240,11 +260,12 @@ def measure_queries(facts: Facts, policy: AnalysisPolicy) -> list[Measurement]:
     """One measurement per round of every query check, check by check; a check that
     was not measured at all is Inconclusive."""
     rounds = facts.queries or ()
+    history = facts.history or {}
     out: list[Measurement] = []
     for check in policy.queries:
         mine = [r for r in rounds if r.check == check.name]
         if mine:
-            out.extend(assess_query(check, r) for r in mine)
+            out.extend(assess_query(check, r, history.get(check.name)) for r in mine)
         else:
             why = "the query was not measured"
             out.append(inconclusive(check.name, why, source=PROMETHEUS, dry_run=check.dry_run))
@@ -300,9 +321,10 @@ def round_from_measurement(m: Measurement, compare: Track | None = None) -> Quer
 
 
 def wants_metrics(kind: str, policy: AnalysisPolicy, stable: str | None) -> bool:
-    """Metrics are measured by an analysis step, and after a weight change while a
-    stable version serves beside the canary (otherwise there is nothing to split)."""
-    if not policy.metrics and not policy.queries:
+    """Metrics (and the impact and SLO figures) are measured by an analysis step, and
+    after a weight change while a stable version serves beside the canary (otherwise
+    there is nothing to split)."""
+    if not (policy.metrics or policy.queries or policy.slo or policy.impact):
         return False
     return kind == "analysis" or (kind == "set_weight" and stable is not None)
 
@@ -344,15 +366,21 @@ def measure_metrics(facts: Facts, policy: AnalysisPolicy) -> list[Measurement]:
             "stable": _traffic(facts.stable, stable),
             "load": load,
         }
-        out.extend(assess_metric(c, canary, stable, detail=detail) for c in checks)
+        out.extend(
+            assess_metric(c, canary, stable, detail=detail, history=(facts.history or {}).get(c.name))
+            for c in checks
+        )
     if not out:
         # a baseline and nothing after it: every check must still be accounted for
         out.extend(inconclusive(c.name, "no scrape after the baseline") for c in checks)
     return out
 
 
-def measure(facts: Facts, policy: AnalysisPolicy, kind: str) -> list[Measurement]:
-    """Every measurement of one verification run, in the order taken."""
+def measure(
+    facts: Facts, policy: AnalysisPolicy, kind: str, *, weight: int | None = None
+) -> list[Measurement]:
+    """Every measurement of one verification run, in the order taken; ``weight``:
+    the share of traffic (percent) the step gives the new version, for the impact."""
     out = [error_measurement(TARGET, error) for error in facts.status_errors]
     if facts.status is None:
         return out  # never learned what serves: nothing else could be looked at
@@ -373,6 +401,8 @@ def measure(facts: Facts, policy: AnalysisPolicy, kind: str) -> list[Measurement
     if wants_metrics(kind, policy, facts.stable):
         out.extend(measure_metrics(facts, policy))
         out.extend(measure_queries(facts, policy))
+        out.extend(measure_impact(facts, policy, weight=weight))
+        out.extend(measure_slo(facts, policy))
     if wants_judge(kind, policy):
         out.extend(measure_judge(facts, policy))
     return out
@@ -475,7 +505,7 @@ def combine(
 def verdict_over(measurements: Sequence[Measurement], policy: AnalysisPolicy) -> Verdict:
     """The verdict of one verification run under ``policy``: every check's outcome
     combined; the judge's summary is strict (one fail fails, one marginal pauses),
-    its per-query measurements are recorded but never gate on their own."""
-    return combine(
-        gating(measurements), policy.limits, strict=STRICT | {JUDGE}, per_check=policy.check_limits()
-    )
+    its per-query measurements are recorded but never gate on their own, and
+    neither does an impact measurement without limits."""
+    gated = [m for m in gating(measurements) if not is_informative(m)]
+    return combine(gated, policy.limits, strict=STRICT | {JUDGE}, per_check=policy.check_limits())

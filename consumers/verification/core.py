@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from consumers.deployment.state import DeploymentState, Status
 from consumers.verification.analysis import Verdict, measure, verdict_over
 from consumers.verification.facts import Facts
+from consumers.verification.impact import step_weight
 from consumers.verification.policy import AnalysisPolicy, policy_of
 from events.deployment import DeploymentPlanned, deployment_stream
 from events.envelope import CloudEvent
@@ -100,7 +101,7 @@ def verdict_of(check: Check, facts: Facts | None) -> tuple[Verdict, list[Measure
         return Verdict("Error", f"the plan's analysis policy is invalid: {exc}"), []
     if facts is None:
         return Verdict("Inconclusive", "nothing was measured"), []
-    measurements = measure(facts, policy, check.kind)
+    measurements = measure(facts, policy, check.kind, weight=step_weight(check.plan, check.index))
     return verdict_over(measurements, policy), measurements
 
 

@@ -93,6 +93,30 @@ class JudgeRange:
 
 
 @dataclass(frozen=True)
+class PreviousValue:
+    """A check's recorded value in one earlier successful deployment: the mean of its
+    measured values in that deployment's passed verifications."""
+
+    deployment_id: str
+    version: str
+    value: float
+    #: the measured values the mean was taken over
+    values: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class History:
+    """One check's values in the most recent successful deployments of the same
+    service and environment, oldest first; ``error`` when the log could not be read,
+    ``missing`` when there is no log to read."""
+
+    check: str
+    previous: tuple[PreviousValue, ...] = ()
+    error: str | None = None
+    missing: str | None = None
+
+
+@dataclass(frozen=True)
 class Facts:
     """Everything one verification run observed."""
 
@@ -114,3 +138,10 @@ class Facts:
     queries: tuple[QueryRound, ...] | None = None
     #: every judged query's ranges, in the judge's order. None: not measured
     judge_ranges: tuple[JudgeRange, ...] | None = None
+    #: ``slo.error_rate_query`` of the new version, by window. None: not queried
+    slo_results: tuple[tuple[str, QueryResult], ...] | None = None
+    #: ``impact.users_query`` of the new version. None: not queried
+    users: QueryResult | None = None
+    #: previous releases' values of each check compared with them, by check.
+    #: None: not read
+    history: dict[str, History] | None = None

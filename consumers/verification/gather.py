@@ -30,8 +30,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -52,8 +53,10 @@ from consumers.verification.core import Check, check_for
 from consumers.verification.facts import (
     Facts,
     HealthObservation,
+    History,
     JudgeRange,
     LoadResult,
+    PreviousValue,
     Probe,
     QueryRound,
     ScrapeAttempt,
@@ -66,17 +69,22 @@ from consumers.verification.policy import (
     PrometheusSettings,
     QueryCheck,
     Schedule,
+    VsPrevious,
     policy_of,
 )
 from consumers.verification.prometheus import parse_scrape
-from events.deployment import DeploymentPlanned
+from events.deployment import DeploymentPlanned, DeploymentSucceeded, deployment_stream
 from events.envelope import CloudEvent
 from events.errors import InvalidInput
+from events.registry import REGISTRY
+from events.verification import VerificationPassed
 
 log = logging.getLogger(__name__)
 
 #: the instant a query is evaluated at
 Clock = Callable[[], datetime]
+#: the most earlier successful deployments read looking for a check's previous values
+HISTORY_SCAN_LIMIT = 50
 
 
 def describe(exc: BaseException) -> str:
@@ -133,11 +141,17 @@ async def observe(ports: Any, check: Check, policy: AnalysisPolicy, http: aiohtt
         health = await asyncio.gather(*(probe_instance(http, url, policy.health) for url in urls))
         facts = replace(facts, health=tuple(health))
     if wants_metrics(check.kind, policy, stable):
-        scraped, (queried, ranges) = await asyncio.gather(
+        scraped, (queried, ranges), history = await asyncio.gather(
             scrape_metrics(http, status, policy),
             queries_then_judge(ports, check, policy, status, stable),
+            read_history(getattr(ports, "log", None), plan, policy.history_checks()),
         )
-        facts = replace(facts, **scraped, queries=queried, judge_ranges=ranges)
+        facts = replace(facts, **scraped, queries=queried, judge_ranges=ranges, history=history or None)
+        # at the end of the analysis, so the windows cover it
+        slo_results, users = await run_impact_queries(
+            policy, plan, clock=clock_of(ports), config_dir=getattr(ports, "config_dir", None)
+        )
+        facts = replace(facts, slo_results=slo_results, users=users)
     return facts
 
 
@@ -163,7 +177,7 @@ async def scrape_metrics(
     http: aiohttp.ClientSession, status: TargetStatus, policy: AnalysisPolicy
 ) -> dict[str, Any]:
     """The built-in metrics' facts: scrapes and load, or why there are none."""
-    if not policy.metrics:
+    if not policy.scrapes_wanted:
         return {}
     if status.metrics_url is None:
         return {"metrics_unavailable": "the target exposes no metrics endpoint"}
@@ -611,3 +625,121 @@ async def run_judge(
             )
         )
     return tuple(ranges)
+
+
+# --- SLO and impact queries --------------------------------------------------------
+
+
+async def run_impact_queries(
+    policy: AnalysisPolicy, plan: DeploymentPlanned, *, clock: Clock, config_dir: Any = None
+) -> tuple[tuple[tuple[str, QueryResult], ...] | None, QueryResult | None]:
+    """``slo.error_rate_query`` for every window and ``impact.users_query``, for the
+    new version at one instant; None for each the analysis does not have."""
+    slo_template = policy.slo.error_rate_query if policy.slo is not None else None
+    users_template = policy.impact.users_query if policy.impact is not None else None
+    if slo_template is None and users_template is None:
+        return None, None
+    assert policy.slo is not None or policy.impact is not None
+    settings = policy.prometheus
+    assert settings is not None  # the policy refuses these queries without a provider
+    at = clock()
+
+    def context(window: str) -> QueryContext:
+        return QueryContext(plan.service, plan.environment, plan.version, "canary", window)
+
+    async with provider_of(settings, config_dir) as (source, secrets):
+        windows = policy.slo.durations if policy.slo is not None and slo_template is not None else []
+        jobs = [run_query(source, QueryTemplate(str(slo_template)), context(w), at, secrets) for w in windows]
+        if users_template is not None:
+            assert policy.impact is not None
+            jobs.append(
+                run_query(
+                    source, QueryTemplate(users_template), context(policy.impact.users_window), at, secrets
+                )
+            )
+        results = await asyncio.gather(*jobs)
+    slo_results = tuple(zip(windows, results[: len(windows)], strict=True)) if slo_template else None
+    users = results[-1] if users_template is not None else None
+    return slo_results, users
+
+
+# --- previous releases -------------------------------------------------------------
+
+
+def _succeeded_types() -> list[str]:
+    # the log stores each event's type with its version: every version ever published
+    newest = REGISTRY.models[DeploymentSucceeded.TYPE].VERSION
+    return [f"{DeploymentSucceeded.TYPE}.v{v}" for v in range(1, newest + 1)]
+
+
+async def successful_deployments(log: Any, plan: DeploymentPlanned) -> list[str]:
+    """The streams of the earlier successful deployments of the plan's service and
+    environment, most recent first (the plan's own deployment left out)."""
+    prefix = deployment_stream(f"{plan.service}.{plan.environment}.")
+    streams: dict[str, None] = {}
+    async for row in log.scan(types=_succeeded_types(), stream_prefix=prefix):
+        event = log.decode(row).event
+        done = REGISTRY.payload(event, DeploymentSucceeded)
+        same = (done.service, done.environment) == (plan.service, plan.environment)
+        if same and done.deployment_id != plan.deployment_id:
+            streams.pop(row.stream_id, None)
+            streams[row.stream_id] = None
+    return list(reversed(streams))
+
+
+def recorded_values(events: Sequence[CloudEvent], checks: Sequence[str]) -> dict[str, list[float]]:
+    """Each check's finite measured values in the passed verifications of one
+    deployment's stream (dry-run measurements left out)."""
+    values: dict[str, list[float]] = {name: [] for name in checks}
+    for event in events:
+        if event.type_name != VerificationPassed.TYPE:
+            continue
+        for m in REGISTRY.payload(event, VerificationPassed).measurements:
+            if (
+                m.metric in values
+                and m.value is not None
+                and math.isfinite(m.value)
+                and not m.detail.get("dry_run")
+            ):
+                values[m.metric].append(m.value)
+    return values
+
+
+def _version_of(events: Sequence[CloudEvent]) -> str:
+    for event in events:
+        if event.type_name == DeploymentSucceeded.TYPE:
+            return REGISTRY.payload(event, DeploymentSucceeded).version
+    return ""
+
+
+async def read_history(
+    log: Any, plan: DeploymentPlanned, checks: Mapping[str, VsPrevious]
+) -> dict[str, History]:
+    """Each check's values in the last ``releases`` successful deployments of the
+    plan's service and environment that recorded it (oldest first), reading the
+    log's most recent successful deployments first, at most ``HISTORY_SCAN_LIMIT``.
+    Never raises: a log that cannot be read is each check's ``error``."""
+    if not checks:
+        return {}
+    if log is None:
+        why = "no event log to read previous releases from"
+        return {name: History(name, missing=why) for name in checks}
+    found: dict[str, list[PreviousValue]] = {name: [] for name in checks}
+    try:
+        streams = await successful_deployments(log, plan)
+        for stream in streams[:HISTORY_SCAN_LIMIT]:
+            wanted = [n for n, rule in checks.items() if len(found[n]) < rule.releases]
+            if not wanted:
+                break
+            events = [r.event for r in await log.read_stream(stream)]
+            version = _version_of(events)
+            for name, values in recorded_values(events, wanted).items():
+                if values:
+                    mean = sum(values) / len(values)
+                    deployment = stream.removeprefix(deployment_stream(""))
+                    found[name].append(PreviousValue(deployment, version, mean, tuple(values)))
+    except Exception as exc:
+        log_name = type(log).__name__
+        logging.getLogger(__name__).warning("reading previous releases from %s failed: %s", log_name, exc)
+        return {name: History(name, error=describe(exc)) for name in checks}
+    return {name: History(name, previous=tuple(reversed(values))) for name, values in found.items()}

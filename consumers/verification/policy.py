@@ -58,8 +58,15 @@ DEFAULT_QUERY_WINDOW = "1m"
 #: the judge's samples: one every ``step_s`` over ``lookback`` before the analysis ends
 DEFAULT_JUDGE_LOOKBACK = "10m"
 DEFAULT_JUDGE_STEP_S = 30.0
+#: multi-window burn-rate alerting, the SRE workbook's fast-burn pair: 2% of a 30-day
+#: budget spent in an hour
+DEFAULT_SLO_SHORT_WINDOW = "5m"
+DEFAULT_SLO_LONG_WINDOW = "1h"
+DEFAULT_MAX_BURN_RATE = 14.4
+#: how many previous successful releases a ``max_increase_pct_vs_previous`` compares with
+DEFAULT_PREVIOUS_RELEASES = 3
 #: measurement names of the checks that are not metrics
-RESERVED_NAMES = frozenset({"target", "health"})
+RESERVED_NAMES = frozenset({"target", "health", "impact", "slo_burn_rate"})
 
 MetricName = Literal["error_rate", "latency_p99"]
 Compare = Literal["stable", "baseline", "none"]
@@ -85,21 +92,50 @@ class HealthPolicy(_Policy):
         return max(self.successes, self.max_attempts or self.successes * DEFAULT_HEALTH_ATTEMPTS_PER_SUCCESS)
 
 
+class VsPrevious(_Policy):
+    """Keptn's relative criterion: the new version's value may be at most ``pct`` %
+    above the mean of the check's recorded values in the last ``releases`` successful
+    deployments of the same service and environment. With fewer than
+    ``min_releases`` (default: ``releases``) of them, the check is Inconclusive."""
+
+    pct: float = Field(ge=0)
+    releases: int = Field(default=DEFAULT_PREVIOUS_RELEASES, ge=1)
+    min_releases: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _min_within(self) -> VsPrevious:
+        if self.min_releases is not None and self.min_releases > self.releases:
+            raise ValueError(f"min_releases {self.min_releases} is above releases {self.releases}")
+        return self
+
+    @property
+    def needed(self) -> int:
+        return self.releases if self.min_releases is None else self.min_releases
+
+    def as_detail(self) -> dict[str, Any]:
+        return {"pct": self.pct, "releases": self.releases, "min_releases": self.needed}
+
+
 class MetricCheck(_Policy):
     """A metric of the new version against an absolute ``max``, a ``max_increase_pct``
-    over the compared version, or both. ``error_rate`` is a fraction (0-1) of 5xx
-    answers; ``latency_p99`` is in seconds."""
+    over the compared version, a ``max_increase_pct_vs_previous`` over previous
+    releases, or several. ``error_rate`` is a fraction (0-1) of 5xx answers;
+    ``latency_p99`` is in seconds."""
 
     name: MetricName
     max: float | None = Field(default=None, ge=0)
     max_increase_pct: float | None = Field(default=None, ge=0)
+    max_increase_pct_vs_previous: VsPrevious | None = None
     #: what the new version is compared with; today always the version serving beside it
     compare: str = "stable"
 
     @model_validator(mode="after")
     def _has_a_limit(self) -> MetricCheck:
-        if self.max is None and self.max_increase_pct is None:
-            raise ValueError(f"metric check {self.name!r} needs `max` or `max_increase_pct`")
+        if self.max is None and self.max_increase_pct is None and self.max_increase_pct_vs_previous is None:
+            raise ValueError(
+                f"metric check {self.name!r} needs `max`, `max_increase_pct` "
+                "or `max_increase_pct_vs_previous`"
+            )
         return self
 
 
@@ -164,6 +200,7 @@ class QueryCheck(_Policy):
     max: float | None = None
     min: float | None = None
     max_increase_pct: float | None = Field(default=None, ge=0)
+    max_increase_pct_vs_previous: VsPrevious | None = None
     dry_run: bool = False
     interval_s: float | None = Field(default=None, ge=0)
     count: int | None = Field(default=None, ge=1)
@@ -182,8 +219,12 @@ class QueryCheck(_Policy):
 
     @model_validator(mode="after")
     def _has_a_limit(self) -> QueryCheck:
-        if self.max is None and self.min is None and self.max_increase_pct is None:
-            raise ValueError(f"query check {self.name!r} needs `max`, `min` or `max_increase_pct`")
+        limits = (self.max, self.min, self.max_increase_pct, self.max_increase_pct_vs_previous)
+        if all(limit is None for limit in limits):
+            raise ValueError(
+                f"query check {self.name!r} needs `max`, `min` or `max_increase_pct` "
+                "(or `max_increase_pct_vs_previous`)"
+            )
         if self.max_increase_pct is not None and self.compare == "none":
             raise ValueError(f"query check {self.name!r}: `max_increase_pct` needs a track to compare with")
         return self
@@ -269,6 +310,65 @@ class JudgePolicy(_Policy):
         )
 
 
+class BurnWindows(_Policy):
+    """One pair of the multi-window rule: the step fails when the error budget burns
+    faster than ``max_burn_rate`` over both the ``short`` and the ``long`` window."""
+
+    short: str = DEFAULT_SLO_SHORT_WINDOW
+    long: str = DEFAULT_SLO_LONG_WINDOW
+    max_burn_rate: float = Field(default=DEFAULT_MAX_BURN_RATE, gt=0)
+
+    @field_validator("short", "long")
+    @classmethod
+    def _valid_window(cls, window: str) -> str:
+        try:
+            return promql_duration(window)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class SloPolicy(_Policy):
+    """An availability SLO and its burn-rate alerts (the Google SRE workbook's
+    multi-window, multi-burn-rate rule). Burn rate = error rate / (1 - ``target``).
+    The error rates are the new version's: from ``error_rate_query`` (a template
+    rendered with ``{{window}}`` = each window, against ``prometheus``) when given,
+    else from the target's own metrics (short: the latest window between two
+    scrapes; long: the whole analysis so far)."""
+
+    target: float = Field(gt=0, lt=1)
+    windows: list[BurnWindows] = Field(default_factory=lambda: [BurnWindows()], min_length=1)
+    error_rate_query: PromQLTemplate | None = None
+
+    @property
+    def budget(self) -> float:
+        """The error rate the SLO allows."""
+        return 1 - self.target
+
+    @property
+    def durations(self) -> list[str]:
+        """Every window, once, in order."""
+        return list(dict.fromkeys(d for w in self.windows for d in (w.short, w.long)))
+
+
+class ImpactPolicy(_Policy):
+    """What the ``impact`` measurement adds to its figures: users (from
+    ``users_query``, a template over ``{{window}}`` = ``users_window``, run for the
+    canary against ``prometheus``) and limits on what the new version may cost."""
+
+    users_query: PromQLTemplate | None = None
+    users_window: str = DEFAULT_QUERY_WINDOW
+    max_affected_requests: float | None = Field(default=None, ge=0)
+    max_affected_users: float | None = Field(default=None, ge=0)
+
+    @field_validator("users_window")
+    @classmethod
+    def _valid_window(cls, window: str) -> str:
+        try:
+            return promql_duration(window)
+        except TemplateError as exc:
+            raise ValueError(str(exc)) from None
+
+
 class AnalysisPolicy(_Policy):
     """Health checks plus metric checks measured ``count`` times ``interval_s`` apart."""
 
@@ -285,6 +385,8 @@ class AnalysisPolicy(_Policy):
     prometheus: PrometheusSettings | None = None
     queries: list[QueryCheck] = Field(default_factory=list)
     judge: JudgePolicy | None = None
+    slo: SloPolicy | None = None
+    impact: ImpactPolicy | None = None
 
     @model_validator(mode="after")
     def _one_check_per_metric(self) -> AnalysisPolicy:
@@ -298,14 +400,37 @@ class AnalysisPolicy(_Policy):
             raise ValueError(f"check names must be distinct across metrics and queries: {names}")
         reserved = sorted(RESERVED_NAMES.intersection(names))
         if reserved:
-            raise ValueError(f"{reserved} name the target and health checks, not a metric")
+            raise ValueError(
+                f"{reserved} name the target and health checks or the impact and SLO figures, not a metric"
+            )
         if self.queries and self.prometheus is None:
             raise ValueError("query checks need a `prometheus` provider")
         if self.judge is not None:
             unknown = sorted({m.query for m in self.judge.metrics} - {q.name for q in self.queries})
             if unknown:
                 raise ValueError(f"the judge names queries the analysis does not have: {unknown}")
+        needs_prometheus = (self.slo and self.slo.error_rate_query) or (
+            self.impact and self.impact.users_query
+        )
+        if needs_prometheus and self.prometheus is None:
+            raise ValueError("`slo.error_rate_query` and `impact.users_query` need a `prometheus` provider")
         return self
+
+    @property
+    def scrapes_wanted(self) -> bool:
+        """Whether the target's own metrics are scraped: for the built-in checks, the
+        impact figures, and an SLO without its own query."""
+        slo_scrapes = self.slo is not None and self.slo.error_rate_query is None
+        return bool(self.metrics) or slo_scrapes or self.impact is not None
+
+    def history_checks(self) -> dict[str, VsPrevious]:
+        """The checks compared with previous releases, by name."""
+        checks: list[MetricCheck | QueryCheck] = [*self.metrics, *self.queries]
+        return {
+            c.name: c.max_increase_pct_vs_previous
+            for c in checks
+            if c.max_increase_pct_vs_previous is not None
+        }
 
     def query(self, name: str) -> QueryCheck:
         """The query check of this name; KeyError if there is none."""

@@ -122,3 +122,35 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
     if in_bucket <= 0:
         return upper
     return lower + (upper - lower) * ((rank - below) / in_bucket)
+
+
+def bucket_deltas(before: Scrape, after: Scrape, version: str) -> list[tuple[float, float]]:
+    """``version``'s latency histogram between two scrapes: cumulative counts by
+    upper bound, sorted (empty if it has none)."""
+    old = before.get(version, VersionCounters())
+    new = after.get(version, VersionCounters())
+    return sorted((le, _increase(old.buckets.get(le, 0.0), count)) for le, count in new.buckets.items())
+
+
+def count_above(threshold: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """How many observations were slower than ``threshold``, interpolating linearly
+    inside a bucket (the inverse of ``histogram_quantile``). None when it cannot be
+    known: no ``+Inf`` bucket, no observations, NaN counts."""
+    if not buckets or not math.isinf(buckets[-1][0]) or any(math.isnan(c) for _, c in buckets):
+        return None
+    counts: list[float] = []
+    for _, count in buckets:
+        counts.append(max(count, counts[-1]) if counts else count)
+    total = counts[-1]
+    if not total > 0:
+        return None
+    lower, below = 0.0, 0.0
+    for (upper, _), cumulative in zip(buckets, counts, strict=True):
+        if threshold < upper:
+            if math.isinf(upper):
+                return total - below  # beyond the last finite bound: all of this bucket
+            share = (threshold - lower) / (upper - lower) if upper > lower else 1.0
+            at_or_below = below + (cumulative - below) * max(0.0, share)
+            return max(0.0, total - at_or_below)
+        lower, below = upper, cumulative
+    return 0.0

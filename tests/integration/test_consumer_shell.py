@@ -121,6 +121,24 @@ async def test_poison_input_is_dead_lettered_with_reason_bytes_and_headers(
     assert not await eventlog.is_handled(recorder.name, json.loads(FIXTURE.read_text())["id"])
 
 
+async def test_an_unknown_type_named_in_its_header_is_dead_lettered_not_skipped(
+    eventlog: PostgresEventLog, kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    """The recorder accepts only builds and commands, and skips other known types by
+    their header; a type nobody knows is still dead-lettered (once, by the recorder)."""
+    payload = _envelope(type="shiplog.build.completd.v1")
+    async with running_shell(unique(RECORDER), eventlog, kafka_bootstrap, topic_prefix):
+        await produce(
+            kafka_bootstrap,
+            topic_name(BUILDS, topic_prefix),
+            payload,
+            key=b"checkout",
+            headers=[("ce_type", b"shiplog.build.completd.v1")],
+        )
+        [letter] = await consume(kafka_bootstrap, topic_name(DEADLETTER, topic_prefix), 1)
+    assert json.loads(letter.value)["data"]["reason"] == "unknown_type"
+
+
 def _exploding_decide(state: object, event: CloudEvent, *, now: datetime) -> list[CloudEvent]:
     raise ValueError(f"cannot decide on {event.id}")
 

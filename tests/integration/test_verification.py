@@ -236,9 +236,13 @@ async def test_a_healthy_canary_passes(running: Running) -> None:
             ("latency_p99", "Successful"),
         ]
         * 3
+        + [("impact", "Successful")]  # recorded, not gating: no impact limits are set
     )
-    last = data.measurements[-2]
+    last = data.measurements[-3]
     assert last.detail["canary"]["requests"] == 30 and last.detail["stable"]["requests"] == 90
+    impact = data.measurements[-1]
+    assert impact.detail["share_measured"] == 0.25
+    assert impact.detail["affected_requests"] == pytest.approx(0)
     assert data.measurements[1].detail["answers"] == [200, 200, 200]
     assert running.service.scrapes == 4  # the baseline and three measurements
 
@@ -285,7 +289,7 @@ async def test_load_through_the_endpoint_gives_the_metrics_data(running: Running
     assert facts.load is not None and (facts.load.sent, facts.load.failed) == (120, 0)
     served = running.service.versions
     assert sum(served[CANARY].requests.values()) == 30 and sum(served[STABLE].requests.values()) == 90
-    assert data.measurements[-1].detail["load"] == {"sent": 120, "failed": 0}
+    assert data.measurements[-2].detail["load"] == {"sent": 120, "failed": 0}
 
 
 async def test_load_on_a_failing_canary_fails_it(running: Running) -> None:

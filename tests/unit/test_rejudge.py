@@ -132,3 +132,16 @@ def test_an_invalid_policy_file_is_refused(raw: Any) -> None:
 
 def test_a_bare_analysis_mapping_and_a_section_read_the_same() -> None:
     assert read_policy(spec()) == read_policy({"analysis": spec()})
+
+
+@pytest.mark.parametrize("errors_range", [NOISE, [2 * v for v in NOISE]])
+def test_burn_rate_and_impact_decisions_are_reproduced(errors_range: list[float]) -> None:
+    with_slo = spec(slo={"target": 0.999}, impact={"max_affected_requests": 1})
+    stream = recorded_stream(with_slo, errors_range)
+
+    steps = rejudge(stream, policy_of(canary_plan(analysis=with_slo)))
+
+    for step in steps:
+        assert not step.changed, (step.recorded_reason, step.reason)
+    kept = {m.metric for s in steps for m in s.measurements}
+    assert {"impact", "slo_burn_rate"} <= kept

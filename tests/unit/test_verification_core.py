@@ -143,8 +143,12 @@ def test_an_analysis_step_runs_the_full_analysis_when_it_starts() -> None:
     facts = Facts(canary="2.0", stable="1.0", status=STATUS, health=HEALTHY, scrapes=metrics())
     data = REGISTRY.payload(only(decide(state, trigger, now=NOW, facts=facts)), VerificationPassed)
     assert data.step_index == 1
-    assert [m.metric for m in data.measurements] == ["target", "health"] + ["error_rate"] * 3
-    assert data.measurements[-1].detail["canary"]["requests"] == 30
+    # the user impact is recorded for every analysis that measured traffic
+    assert [m.metric for m in data.measurements] == ["target", "health"] + ["error_rate"] * 3 + ["impact"]
+    assert data.measurements[-2].detail["canary"]["requests"] == 30
+    impact = data.measurements[-1]
+    assert impact.outcome == "Successful" and impact.detail["gating"] is False
+    assert impact.detail["weight_pct"] == 25  # the weight set by the step before
 
 
 def test_a_bad_canary_fails_the_analysis() -> None:

@@ -80,12 +80,13 @@ class Snapshot(BaseModel):
 
 
 class Track(BaseModel):
-    """One version serving: where to reach it and where its metrics are."""
+    """One version serving: where to reach it and where its metrics are. A
+    ``baseline`` runs the stable version fresh beside a canary (its own instances)."""
 
     model_config = ConfigDict(frozen=True)
 
     version: str
-    role: Literal["stable", "canary", "preview", "active"]
+    role: Literal["stable", "canary", "preview", "active", "baseline"]
     weight: int = 0
     urls: list[str] = Field(default_factory=list)
 

@@ -264,7 +264,9 @@ def _request(
     expiry = gate.manual.expiry if gate.manual is not None else None
     lead = gate.manual.reminder_lead if gate.manual is not None else None
     expires_at = now + expiry if expiry is not None else None
-    remind_at = expires_at - lead if expires_at is not None and lead is not None and lead < expiry else None  # type: ignore[operator]
+    remind_at = None
+    if expires_at is not None and expiry is not None and lead is not None and lead < expiry:
+        remind_at = expires_at - lead
     out = [
         emit(
             plan,

@@ -424,3 +424,91 @@ async def test_close_with_stop_processes_leaves_no_process(target, state_dir):
     assert not any(alive(pid) for pid in pids)
     assert record(state_dir)["instances"] == [] and record(state_dir)["proxy"] is None
     assert (await target.snapshot(SERVICE, ENV)).version is None
+
+
+# -- canary against a baseline ---------------------------------------------------------
+
+
+def with_baseline(rel: Release) -> Release:
+    return rel.model_copy(update={"settings": {**rel.settings, "baseline": True}})
+
+
+def by_track(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], code: str = "200") -> Counter[str]:
+    """Requests per track from the proxy's by-track counter."""
+    out: Counter[str] = Counter()
+    for (name, labels), value in m.items():
+        found = dict(labels)
+        if name == "shiplog_proxy_track_requests_total" and found["code"] == code:
+            out[found["track"]] += int(value)
+    return out
+
+
+async def test_a_canary_with_a_baseline_splits_three_ways_and_promotion_stops_the_baseline(target, state_dir):
+    await applied(target, step("rolling", release("1.0.0"), replicas=2))
+    endpoint = await endpoint_of(target)
+    stable = pids_of(state_dir, "1.0.0")
+
+    detail = await applied(target, step("set_weight", with_baseline(release("1.1.0")), weight=20))
+    assert detail["baseline"] == {"version": "1.0.0", "weight": 20}
+    baseline = pids_of(state_dir, "1.0.0") - stable
+    assert len(baseline) == 1 and all(alive(pid) for pid in baseline | stable)  # fresh, stable untouched
+    status = await target.status(SERVICE, ENV)
+    assert sorted((t.version, t.role, t.weight, len(t.urls)) for t in status.tracks) == [
+        ("1.0.0", "baseline", 20, 1),
+        ("1.0.0", "stable", 60, 2),
+        ("1.1.0", "canary", 20, 1),
+    ]
+    urls = {t.role: set(t.urls) for t in status.tracks}
+    assert not urls["baseline"] & urls["stable"]
+    assert status.metrics_url
+    base = await metrics(status.metrics_url)
+    seen = versions(await hit(endpoint, 200))
+    after = await metrics(status.metrics_url)
+    tracks = by_track(after) - by_track(base)
+    assert seen == {"1.0.0": 160, "1.1.0": 40}
+    assert tracks == {"stable": 120, "baseline": 40, "canary": 40}  # the picker is exact: 60/20/20
+    # the by-version counters still count by version: a baseline's requests are its version's
+    assert requests_total(after, "1.0.0", "200") - requests_total(base, "1.0.0", "200") == 160
+
+    # another weight moves the baseline with the canary, without restarting either
+    canary = pids_of(state_dir, "1.1.0")
+    await applied(target, step("set_weight", with_baseline(release("1.1.0")), weight=50))
+    status = await target.status(SERVICE, ENV)
+    assert sorted((t.role, t.weight) for t in status.tracks) == [
+        ("baseline", 50),
+        ("canary", 50),
+        ("stable", 0),
+    ]
+    assert pids_of(state_dir, "1.0.0") - stable == baseline and pids_of(state_dir, "1.1.0") == canary
+
+    detail = await applied(target, step("promote", with_baseline(release("1.1.0")), replicas=1))
+    assert detail["tracks"] == [{"version": "1.1.0", "role": "stable", "weight": 100, "replicas": 1}]
+    assert not any(alive(pid) for pid in baseline | stable)
+    assert not pids_of(state_dir, "1.0.0")
+    assert versions(await hit(endpoint, 10)) == {"1.1.0": 10}
+
+
+async def test_restore_after_a_canary_with_a_baseline_leaves_exactly_the_snapshot(target, state_dir):
+    await applied(target, step("rolling", release("1.0.0"), replicas=2))
+    before = await target.snapshot(SERVICE, ENV)
+    stable = pids_of(state_dir, "1.0.0")
+    endpoint = await endpoint_of(target)
+
+    await applied(target, step("set_weight", with_baseline(release("1.1.0")), weight=20))
+    started = pids_of(state_dir) - stable
+    assert len(started) == 2  # the canary and the baseline
+    result = await target.restore(before, step_id="shop-1.1.0/rollback")
+    assert result.ok, result.error
+    assert not any(alive(pid) for pid in started)
+    assert pids_of(state_dir) == stable
+    assert (await target.snapshot(SERVICE, ENV)).state == before.state
+    status = await target.status(SERVICE, ENV)
+    assert [(t.version, t.role, t.weight) for t in status.tracks] == [("1.0.0", "stable", 100)]
+    assert versions(await hit(endpoint, 20)) == {"1.0.0": 20}
+
+
+async def test_without_a_stable_version_a_baseline_is_not_started(target, state_dir):
+    detail = await applied(target, step("set_weight", with_baseline(release("1.0.0")), weight=20))
+    assert "baseline" not in detail and "no stable" in detail["note"]
+    status = await target.status(SERVICE, ENV)
+    assert [(t.role, t.weight) for t in status.tracks] == [("canary", 100)]

@@ -12,8 +12,16 @@ round robin over a version's instances, trying the next instance when one refuse
 the connection. Every response carries ``x-shiplog-version``.
 
 ``/metrics`` serves, in Prometheus text format, ``shiplog_proxy_requests_total{version,code}``
-and ``shiplog_proxy_request_duration_seconds{version}``; ``/_shiplog/routing`` shows
-the loaded table and its generation. Both paths are the proxy's own.
+and ``shiplog_proxy_request_duration_seconds{version}`` (by version: a baseline's
+requests count as its version's), and the same by track —
+``shiplog_proxy_track_requests_total{version,track,code}`` and
+``shiplog_proxy_track_request_duration_seconds{version,track}``, ``track`` being the
+role (stable, canary, baseline, active, preview) — so a baseline's requests can be
+told from stable's; ``/_shiplog/routing`` shows the loaded table and its generation.
+Both paths are the proxy's own.
+
+A table entry with a ``variant`` (the baseline) is routed as its own key,
+``<version>/<variant>``, beside the version's main entry.
 """
 
 from __future__ import annotations
@@ -88,8 +96,11 @@ class SmoothWeightedPicker:
 @dataclass
 class Routing:
     generation: int = 0
+    #: by routing key: the version, or ``<version>/<variant>`` for a variant
     backends: dict[str, list[str]] = field(default_factory=dict)
     weights: dict[str, int] = field(default_factory=dict)
+    #: by routing key: (version, track) its requests are labelled with
+    labels: dict[str, tuple[str, str]] = field(default_factory=dict)
     picker: SmoothWeightedPicker = field(default_factory=lambda: SmoothWeightedPicker({}))
     _next: dict[str, int] = field(default_factory=dict)
 
@@ -97,29 +108,38 @@ class Routing:
     def from_state(cls, doc: Mapping[str, Any], previous: Routing | None = None) -> Routing:
         backends: dict[str, list[str]] = {}
         weights: dict[str, int] = {}
+        labels: dict[str, tuple[str, str]] = {}
         for entry in doc.get("routing") or []:
             version, urls = str(entry["version"]), [str(u) for u in entry.get("urls") or []]
-            backends[version] = urls
+            variant = entry.get("variant")
+            key = f"{version}/{variant}" if variant else version
+            backends[key] = urls
             # a version without instances cannot take its share: it goes to the others
-            weights[version] = int(entry.get("weight") or 0) if urls else 0
+            weights[key] = int(entry.get("weight") or 0) if urls else 0
+            labels[key] = (version, str(variant or entry.get("role") or NO_VERSION))
         keep = previous is not None and previous.weights == weights
         return cls(
             generation=int(doc.get("generation") or 0),
             backends=backends,
             weights=weights,
+            labels=labels,
             picker=previous.picker if keep and previous else SmoothWeightedPicker(weights),
             _next=previous._next if keep and previous else {},
         )
 
     def choose(self) -> tuple[str, list[str]] | None:
-        """The version to serve the next request, and its instances in the order to try."""
-        version = self.picker.pick()
-        if version is None:
+        """The routing key to serve the next request, and its instances in the order to try."""
+        key = self.picker.pick()
+        if key is None:
             return None
-        urls = self.backends[version]
-        start = self._next.get(version, 0) % len(urls)
-        self._next[version] = start + 1
-        return version, urls[start:] + urls[:start]
+        urls = self.backends[key]
+        start = self._next.get(key, 0) % len(urls)
+        self._next[key] = start + 1
+        return key, urls[start:] + urls[:start]
+
+    def label(self, key: str) -> tuple[str, str]:
+        """(version, track) of a routing key."""
+        return self.labels.get(key, (key, NO_VERSION))
 
 
 class Proxy:
@@ -142,6 +162,18 @@ class Proxy:
             "shiplog_proxy_request_duration_seconds",
             "Time from receiving a request to having the upstream response, by version.",
             ["version"],
+            registry=self.registry,
+        )
+        self.track_requests = Counter(
+            "shiplog_proxy_track_requests",
+            "Requests through the proxy, by the version and track that served and the status code.",
+            ["version", "track", "code"],
+            registry=self.registry,
+        )
+        self.track_duration = Histogram(
+            "shiplog_proxy_track_request_duration_seconds",
+            "Time from receiving a request to having the upstream response, by version and track.",
+            ["version", "track"],
             registry=self.registry,
         )
 
@@ -185,6 +217,7 @@ class Proxy:
                 "pid": os.getpid(),
                 "weights": self.routing.weights,
                 "backends": self.routing.backends,
+                "tracks": {key: track for key, (_, track) in self.routing.labels.items()},
             }
         )
 
@@ -202,7 +235,8 @@ class Proxy:
         if chosen is None:
             self.requests.labels(NO_VERSION, "503").inc()
             return web.json_response({"error": "no version serves"}, status=503)
-        version, urls = chosen
+        key, urls = chosen
+        version, track = self.routing.label(key)
         body = await request.read()
         headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP)
         forwarded_for = [h for h in (request.headers.get("X-Forwarded-For"), request.remote) if h]
@@ -236,8 +270,11 @@ class Proxy:
         else:
             payload = json.dumps({"error": "no instance of the version answered"}).encode()
             out_headers = CIMultiDict({"Content-Type": "application/json"})
-        self.duration.labels(version).observe(time.perf_counter() - started)
+        took = time.perf_counter() - started
+        self.duration.labels(version).observe(took)
         self.requests.labels(version, str(status)).inc()
+        self.track_duration.labels(version, track).observe(took)
+        self.track_requests.labels(version, track, str(status)).inc()
         out_headers[VERSION_HEADER] = version
         return web.Response(status=status, body=payload, headers=out_headers)
 

@@ -235,7 +235,8 @@ class StepRun:
                 "python": self.config.python,
             }
             argv = [_fill(arg, values) for arg in spec.command]
-            log = self.store.log_path(self.state.service, self.state.environment, f"{spec.version}.{port}")
+            name = f"{spec.version}.{spec.variant}.{port}" if spec.variant else f"{spec.version}.{port}"
+            log = self.store.log_path(self.state.service, self.state.environment, name)
             pid, ticks = processes.spawn(argv, env=env, cwd=spec.cwd, log=log)
             self.started.append(pid)
             inst = Instance(
@@ -249,6 +250,7 @@ class StepRun:
                 started_at=now(),
                 status="starting",
                 log=str(log),
+                variant=spec.variant,
             )
             self.state.instances.append(inst)
             fresh.append(inst)

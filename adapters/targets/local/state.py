@@ -29,7 +29,10 @@ from pydantic import BaseModel, Field
 FORMAT = 1
 _LOCK_POLL_S = 0.02
 
-Role = Literal["stable", "canary", "preview", "active"]
+Role = Literal["stable", "canary", "preview", "active", "baseline"]
+#: a second track of a version beside its main one: ``baseline`` is the stable
+#: version started fresh beside a canary, so both are equally warm
+Variant = Literal["baseline"]
 InstanceStatus = Literal["starting", "ready", "stopping"]
 
 
@@ -50,10 +53,23 @@ class Spec(BaseModel):
     health_path: str
     cwd: str
     health_timeout: float | None = None
+    #: None: the version's main track; a variant's instances are told apart by spec id
+    variant: Variant | None = None
 
     @property
     def spec_id(self) -> str:
-        return digest(self.model_dump(exclude={"health_timeout"}))
+        # the variant only when set, so the ids (and snapshots) of main tracks stay as they were
+        return digest(self.model_dump(exclude={"health_timeout", "variant"}) | self._variant())
+
+    def _variant(self) -> dict[str, Any]:
+        return {"variant": self.variant} if self.variant is not None else {}
+
+    def record(self) -> dict[str, Any]:
+        """The spec as snapshots and the record keep it (no ``variant`` key unless set)."""
+        return self.model_dump(exclude={"variant"}) | self._variant()
+
+    def as_variant(self, variant: Variant) -> Spec:
+        return self.model_copy(update={"variant": variant})
 
 
 class TrackState(BaseModel):
@@ -67,6 +83,10 @@ class TrackState(BaseModel):
     @property
     def version(self) -> str:
         return self.spec.version
+
+    @property
+    def variant(self) -> Variant | None:
+        return self.spec.variant
 
 
 class Instance(BaseModel):
@@ -82,6 +102,7 @@ class Instance(BaseModel):
     started_at: str
     status: InstanceStatus = "starting"
     log: str = ""
+    variant: Variant | None = None
 
 
 class ProxyProcess(BaseModel):
@@ -92,11 +113,16 @@ class ProxyProcess(BaseModel):
 
 
 class Backend(BaseModel):
-    """What the proxy reads: per version its weight and the instances to send to."""
+    """What the proxy reads: per track its weight and the instances to send to.
+
+    ``role`` labels the track's requests in the proxy's metrics; a ``variant`` (the
+    baseline) is routed apart from the version's main track."""
 
     version: str
     weight: int
     urls: list[str] = Field(default_factory=list)
+    role: str | None = None
+    variant: Variant | None = None
 
 
 class AppliedStep(BaseModel):
@@ -120,7 +146,12 @@ class ServiceState(BaseModel):
     applied: list[AppliedStep] = Field(default_factory=list)
 
     def track(self, version: str) -> TrackState | None:
-        return next((t for t in self.tracks if t.version == version), None)
+        """The version's main track (not a variant such as the baseline)."""
+        return next((t for t in self.tracks if t.version == version and t.variant is None), None)
+
+    def instances_of(self, track: TrackState) -> list[Instance]:
+        """The instances of the track's version and variant (any spec, any status)."""
+        return [i for i in self.instances if i.version == track.version and i.variant == track.variant]
 
     def applied_result(self, key: str) -> dict[str, Any] | None:
         return next((a.result for a in self.applied if a.key == key), None)
@@ -130,11 +161,9 @@ class ServiceState(BaseModel):
             Backend(
                 version=t.version,
                 weight=t.weight,
-                urls=[
-                    f"http://{host}:{i.port}"
-                    for i in self.instances
-                    if i.version == t.version and i.status == "ready"
-                ],
+                urls=[f"http://{host}:{i.port}" for i in self.instances_of(t) if i.status == "ready"],
+                role=t.role,
+                variant=t.variant,
             )
             for t in self.tracks
         ]

@@ -16,6 +16,10 @@ from adapters.targets.local.run import StepFailed, StepRun
 from adapters.targets.local.state import Instance, Role, Spec, TrackState
 from adapters.targets.local.tracks import canary_weights, proportional_weights
 
+#: the release setting that asks a canary step for a baseline: the stable version
+#: started fresh beside the canary, taking as much traffic as the canary
+BASELINE_SETTING = "baseline"
+
 
 async def _rolling(run: StepRun, step: Step) -> dict[str, Any]:
     """Surge one batch of the new version, wait healthy, retire as many old instances."""
@@ -49,7 +53,11 @@ def _route_by_count(run: StepRun, spec: Spec) -> None:
     """Mid-rolling, the new version and the versions that served share the traffic in
     proportion to their ready instances; idle ones (a blue-green colour) stay idle."""
     serving = {t.version for t in run.state.tracks if t.weight > 0} | {spec.version}
-    counts = Counter(i.version for i in run.state.instances if i.status == "ready" and i.version in serving)
+    counts = Counter(
+        i.version
+        for i in run.state.instances
+        if i.status == "ready" and i.version in serving and i.variant is None
+    )
     weights = proportional_weights(counts)
     tracks = [
         TrackState(
@@ -59,7 +67,7 @@ def _route_by_count(run: StepRun, spec: Spec) -> None:
             replicas=counts.get(t.version, t.replicas),
         )
         for t in run.state.tracks
-        if t.version != spec.version
+        if t.version != spec.version and t.variant is None  # a baseline retires with the old
     ]
     new = TrackState(spec=spec, role="stable", weight=weights[spec.version], replicas=counts[spec.version])
     run.set_tracks([*tracks, new])
@@ -90,10 +98,11 @@ async def _switch(run: StepRun, step: Step) -> dict[str, Any]:
     tracks = [
         TrackState(spec=t.spec, role="preview", weight=0, replicas=t.replicas)
         for t in run.state.tracks
-        if t.version != spec.version
+        if t.version != spec.version and t.variant is None
     ]
     run.set_tracks([*tracks, TrackState(spec=spec, role="active", weight=100, replicas=replicas)])
     await run.publish()
+    await run.retire([i for i in run.state.instances if i.variant is not None])
     return {"version": spec.version}
 
 
@@ -123,19 +132,58 @@ async def _set_weight(run: StepRun, step: Step) -> dict[str, Any]:
             "a canary needs a new version (use a rolling step to change the config)"
         )
     replicas = await _ensure_some(run, spec, 1)
-    weights = canary_weights({t.version: t.weight for t in run.state.tracks}, spec.version, step.weight)
+    main = [t for t in run.state.tracks if t.variant is None]
+    stable = _baseline_of(run, step, main, spec.version)
+    # the baseline takes as much as the canary (stable keeps the rest), so both see equal shares
+    share = min(step.weight, 100 - step.weight) if stable is not None else 0
+    weights = canary_weights({t.version: t.weight for t in main}, spec.version, step.weight + share)
+    if share:
+        weights[spec.version] = step.weight
+    baseline = None
+    if stable is not None:
+        baseline = TrackState(
+            spec=stable.spec.as_variant("baseline"), role="baseline", weight=share, replicas=replicas
+        )
+        await run.start(baseline.spec, replicas - len(run.matching(baseline.spec)))
     tracks = []
-    for t in run.state.tracks:
+    for t in main:
         if t.version == spec.version:
             continue
         role: Role = "stable" if weights[t.version] > 0 or t.role in ("stable", "active") else t.role
         tracks.append(TrackState(spec=t.spec, role=role, weight=weights[t.version], replicas=t.replicas))
     tracks.append(TrackState(spec=spec, role="canary", weight=weights[spec.version], replicas=replicas))
+    if baseline is not None:
+        tracks.append(baseline)
     run.set_tracks(tracks)
     await run.publish()
     stale = [i for i in run.state.instances if i.version == spec.version and i.spec_id != spec.spec_id]
+    # a baseline no longer asked for, of another stable, or more instances than the canary has
+    kept = run.matching(baseline.spec)[: baseline.replicas] if baseline is not None else []
+    stale += [i for i in run.state.instances if i.variant is not None and i not in kept]
     await run.retire(stale)
-    return {"version": spec.version, "weight": weights[spec.version]}
+    detail: dict[str, Any] = {"version": spec.version, "weight": weights[spec.version]}
+    if baseline is not None:
+        detail["baseline"] = {"version": baseline.version, "weight": baseline.weight}
+    elif _wants_baseline(step):
+        detail["note"] = "no stable version serves: no baseline started"
+    return detail
+
+
+def _wants_baseline(step: Step) -> bool:
+    wanted = step.release.settings.get(BASELINE_SETTING, False)
+    if not isinstance(wanted, bool):
+        raise StepFailed(f"release settings.{BASELINE_SETTING} must be true or false, got {wanted!r}")
+    return wanted
+
+
+def _baseline_of(run: StepRun, step: Step, main: list[TrackState], canary: str) -> TrackState | None:
+    """The track whose version a baseline runs: the stable serving the most traffic
+    (before this step), when the release's settings ask for a baseline."""
+    if not _wants_baseline(step):
+        return None
+    # a stable at 0% (canary and baseline at 50% each) still is the one
+    serving = [t for t in main if t.version != canary and t.role in ("stable", "active")]
+    return max(serving, key=lambda t: t.weight, default=None)
 
 
 async def _promote(run: StepRun, step: Step) -> dict[str, Any]:

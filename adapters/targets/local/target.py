@@ -12,7 +12,11 @@ Release settings the local target reads:
   (required);
 - ``health_path``: answers 200 when an instance is up (default ``/healthz``);
 - ``health_timeout``: seconds an instance may take to come up (default from config);
-- ``cwd``: working directory of the command (default ``LocalTargetConfig.workdir``).
+- ``cwd``: working directory of the command (default ``LocalTargetConfig.workdir``);
+- ``baseline``: ``true`` asks every ``set_weight`` step for a baseline: the stable
+  version's command and config started fresh beside the canary as a ``baseline``
+  track taking as much traffic as the canary (canary w%, baseline w%, stable the
+  rest); promoting, scaling down or restoring a snapshot without it stops it.
 
 ``Release.config`` becomes extra environment variables of the instances.
 """
@@ -53,7 +57,7 @@ class LocalTarget:
         serving = [t for t in state.tracks if t.weight > 0 and t.role in ("stable", "active")]
         main = max(serving, key=lambda t: t.weight, default=None)
         tracks = [
-            {"role": t.role, "weight": t.weight, "replicas": t.replicas, **t.spec.model_dump()}
+            {"role": t.role, "weight": t.weight, "replicas": t.replicas, **t.spec.record()}
             for t in state.tracks
         ]
         return Snapshot(
@@ -97,9 +101,7 @@ class LocalTarget:
                 role=t.role,
                 weight=t.weight,
                 urls=[
-                    self._url(i.port)
-                    for i in state.instances
-                    if i.version == t.version and i.status == "ready" and i.pid in live
+                    self._url(i.port) for i in state.instances_of(t) if i.status == "ready" and i.pid in live
                 ],
             )
             for t in state.tracks

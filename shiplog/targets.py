@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import adapters.targets.local  # noqa: F401  (registers the local target)
+# importing a target's package registers its type
+import adapters.targets.dbmigrate
+import adapters.targets.kubernetes
+import adapters.targets.local
+import adapters.targets.ssh  # noqa: F401
 from adapters.targets import Target, create_target
 
 
@@ -22,6 +27,10 @@ class TargetPool:
     def _config(self, type_: str) -> dict[str, Any]:
         if type_ == "local":
             return {"state_dir": self._home / "targets" / "local", "workdir": self._workdir}
+        if type_ in ("ssh", "dbmigrate"):
+            return {"state_dir": self._home / "targets" / type_}
+        if type_ == "kubernetes":
+            return {"kubeconfig": os.environ.get("KUBECONFIG")}
         return {}
 
     def __call__(self, type_: str, settings: Mapping[str, Any] | None = None) -> Target:

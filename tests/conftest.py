@@ -90,3 +90,15 @@ async def eventlog(postgres_dsn: str, log_schema: str) -> AsyncIterator[Postgres
 def topic_prefix() -> str:
     """A fresh topic namespace per test (``<prefix>shiplog.builds`` ...)."""
     return f"t{uuid.uuid4().hex[:10]}."
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests against a real Kubernetes cluster are opt-in: without
+    SHIPLOG_TEST_KUBECONFIG they are deselected (not skipped: nothing in the suite
+    skips for want of a component)."""
+    if os.environ.get("SHIPLOG_TEST_KUBECONFIG"):
+        return
+    opt_in = [item for item in items if item.get_closest_marker("real_cluster")]
+    if opt_in:
+        config.hook.pytest_deselected(items=opt_in)
+        items[:] = [item for item in items if item not in opt_in]

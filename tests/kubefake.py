@@ -4,7 +4,8 @@ Enough for the real kubernetes-asyncio client: apps/v1 Deployments and v1 Servic
 a namespace — GET (list, ``watch=true`` JSON-lines streams with ``resourceVersion``,
 ``timeoutSeconds`` and a ``metadata.name`` field selector), POST, PUT (optimistic
 concurrency on ``resourceVersion``), PATCH (strategic-merge with ``name`` merge keys
-and ``$patch: replace``, JSON merge, apply with a required ``fieldManager``).
+and ``$patch: replace``, JSON merge, apply with a required ``fieldManager``), DELETE
+(a ``Success`` Status and a ``DELETED`` watch event; 404 when absent).
 Objects carry uid, generation (bumped only when the spec changes) and resourceVersion;
 errors are real ``Status`` objects (404, 409, 415, 422).
 
@@ -135,6 +136,7 @@ class KubeFake:
             app.router.add_get(coll + "/{name}", self._get)
             app.router.add_put(coll + "/{name}", self._replace)
             app.router.add_patch(coll + "/{name}", self._patch)
+            app.router.add_delete(coll + "/{name}", self._delete)
         app.on_startup.append(self._start)
         app.on_shutdown.append(self._close_watches)
         app.on_cleanup.append(self._stop)
@@ -331,6 +333,31 @@ class KubeFake:
         stored = self._write(resource, ns, name, copy.deepcopy(old), new, manager)
         await self._notify()
         return web.json_response(stored)
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        resource, ns, name = self._resource(request)
+        obj = self._find(resource, ns, name)
+        del self.objects[(resource, ns, name)]
+        self._rollouts.pop((ns, name), None)
+        self._rv += 1
+        gone = copy.deepcopy(obj)
+        gone["metadata"]["resourceVersion"] = str(self._rv)
+        self._events.append((self._rv, resource, ns, "DELETED", gone))
+        await self._notify()
+        # without finalizers the object goes at once and the server answers a Status
+        body = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {
+                "name": name,
+                "group": KINDS[resource][0].rpartition("/")[0],
+                "kind": resource,
+                "uid": obj["metadata"]["uid"],
+            },
+        }
+        return web.json_response(body)
 
     async def _list(self, request: web.Request) -> web.StreamResponse:
         resource, ns, _ = self._resource(request)

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from adapters.targets import Release, Step, create_target
 from adapters.targets.kubernetes import KubernetesTarget, KubernetesTargetConfig
+from events.errors import InvalidInput
 from tests.kubefake import KubeFake
 
 pytestmark = pytest.mark.timeout(60)
@@ -246,3 +247,93 @@ async def test_apply_after_a_crash_mid_step_converges(fake: tuple[KubeFake, str,
     dep = kube.objects[("deployments", NS, "web")]
     assert dep["metadata"]["generation"] == generation  # the re-driven patch changed nothing
     assert dep["status"]["availableReplicas"] == 3
+
+
+def _canary_step(step_id: str, kind: str, version: str, weight: int | None = None) -> Step:
+    step = _step(step_id, version, config={"MODE": version})
+    return step.model_copy(update={"kind": kind, "weight": weight, "replicas": 5})
+
+
+async def test_canary_splits_by_replica_ratio_then_promote_deletes_it(
+    fake: tuple[KubeFake, str, Path],
+) -> None:
+    kube, url, kubeconfig = fake
+    target = _target(kubeconfig)
+    assert (await target.apply(_step("s1", "1.0.0").model_copy(update={"replicas": 5}))).ok
+    await _service(url, {"app": "web"})
+    weighted = await target.apply(_canary_step("c20", "set_weight", "1.1.0", weight=20))
+    assert weighted.ok, weighted.error
+    assert weighted.detail["split"] == "replica_ratio"
+    assert weighted.detail["replicas"] == {"stable": 4, "canary": 1}
+    stable = kube.objects[("deployments", NS, "web")]
+    canary = kube.objects[("deployments", NS, "web-canary")]
+    assert stable["spec"]["replicas"] == 4 and stable["status"]["availableReplicas"] == 4
+    assert canary["spec"]["replicas"] == 1 and canary["status"]["availableReplicas"] == 1
+    canary_container = canary["spec"]["template"]["spec"]["containers"][0]
+    assert canary_container["image"] == "registry.example/web:1.1.0"
+    assert canary_container["env"] == [{"name": "MODE", "value": "1.1.0"}]
+    assert _container(kube)["image"] == "registry.example/web:1.0.0"
+    # one Service selects the pods of both Deployments
+    selector = kube.objects[("services", NS, "web")]["spec"]["selector"]
+    for dep in (stable, canary):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in selector.items())
+    status = await target.status("web", NS)
+    assert {(t.version, t.role, t.weight) for t in status.tracks} == {
+        ("1.0.0", "stable", 80),
+        ("1.1.0", "canary", 20),
+    }
+    assert target.capabilities.traffic_split
+    promoted = await target.apply(_canary_step("p", "promote", "1.1.0"))
+    assert promoted.ok, promoted.error
+    assert promoted.detail["canary_deleted"] is True
+    assert ("deployments", NS, "web-canary") not in kube.objects
+    stable = kube.objects[("deployments", NS, "web")]
+    assert _container(kube)["image"] == "registry.example/web:1.1.0"
+    assert stable["spec"]["replicas"] == 5 and stable["status"]["availableReplicas"] == 5
+    assert ("DELETE", f"/apis/apps/v1/namespaces/{NS}/deployments/web-canary") in {
+        (method, path) for method, path, _ in kube.requests
+    }
+    status = await target.status("web", NS)
+    assert [(t.version, t.role, t.weight) for t in status.tracks] == [("1.1.0", "stable", 100)]
+    # re-driven after a crash: recorded, the absent canary is not an error
+    again = await target.apply(_canary_step("p", "promote", "1.1.0"))
+    assert again.ok and again.already_applied
+
+
+async def test_rollback_mid_canary_restores_exactly_the_snapshot(fake: tuple[KubeFake, str, Path]) -> None:
+    kube, url, kubeconfig = fake
+    target = _target(kubeconfig)
+    assert (await target.apply(_step("s1", "1.0.0").model_copy(update={"replicas": 5}))).ok
+    await _service(url, {"app": "web"})
+    snapshot = await target.snapshot("web", NS)
+    assert snapshot.state["canary"] is None
+    assert (await target.apply(_canary_step("c20", "set_weight", "1.1.0", weight=20))).ok
+    assert (await target.apply(_canary_step("c50", "set_weight", "1.1.0", weight=50))).ok
+    assert kube.objects[("deployments", NS, "web-canary")]["spec"]["replicas"] == 2  # round(2.5)
+    restored = await target.restore(snapshot, step_id="d1/rollback")
+    assert restored.ok, restored.error
+    assert ("deployments", NS, "web-canary") not in kube.objects
+    stable = kube.objects[("deployments", NS, "web")]
+    assert _container(kube)["image"] == "registry.example/web:1.0.0"
+    assert stable["spec"]["replicas"] == 5
+    assert (await target.snapshot("web", NS)).state == snapshot.state
+    # twice: harmless
+    assert (await target.restore(snapshot, step_id="d1/rollback")).already_applied
+    assert ("deployments", NS, "web-canary") not in kube.objects
+
+
+async def test_delete_of_a_missing_deployment_is_a_404_status(fake: tuple[KubeFake, str, Path]) -> None:
+    _, url, _ = fake
+    async with (
+        aiohttp.ClientSession() as s,
+        s.delete(f"{url}/apis/apps/v1/namespaces/{NS}/deployments/nope") as r,
+    ):
+        body = await r.json()
+        assert r.status == 404 and body["kind"] == "Status" and body["reason"] == "NotFound"
+
+
+async def test_blue_green_steps_are_refused(fake: tuple[KubeFake, str, Path]) -> None:
+    _, _, kubeconfig = fake
+    with pytest.raises(InvalidInput):
+        await _target(kubeconfig).apply(_canary_step("x", "switch", "1.1.0"))

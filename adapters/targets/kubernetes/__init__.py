@@ -1,8 +1,9 @@
 """The ``kubernetes`` target: a service as a Deployment (and its Services) in a cluster.
 
 Talks to the API server with kubernetes-asyncio, from a kubeconfig file or the
-in-cluster service account; one namespace per environment by default. Only the
-rolling strategy is implemented so far (see ``target.py``).
+in-cluster service account; one namespace per environment by default. Rolling, and
+canary by replica ratio (no HTTPRoute split yet), are implemented; blue-green is not
+(see ``target.py`` and ``canary.py``).
 """
 
 from __future__ import annotations

@@ -1,10 +1,17 @@
-"""``KubernetesTarget``: rolling updates of a Deployment, followed by watching its status.
+"""``KubernetesTarget``: rolling updates and replica-ratio canaries of a Deployment,
+followed by watching its status.
 
 A ``rolling`` step strategic-merge-patches the Deployment's container image and env
 (field manager ``shiplog``), its replicas and version label, creating the Deployment
 when it does not exist; then it watches the Deployment until the controller has seen
 the new generation and every replica is updated and available. A ``Progressing``
 condition that turns False with reason ``ProgressDeadlineExceeded`` fails the step.
+
+A ``set_weight`` step runs the new version as a second Deployment ``<name>-canary``
+behind the same Service, with ``round(replicas * weight / 100)`` replicas (at least one)
+and the stable Deployment scaled to the rest; ``promote`` rolls the stable Deployment to
+the new version at full replicas, then deletes the canary (see ``canary.py``).
+Blue-green steps (``preview``, ``switch``, ``scale_down``) are refused.
 
 Applied step ids and their results live in an annotation of the Deployment, so a step
 re-driven after a crash, by this process or another, is not applied twice.
@@ -23,15 +30,16 @@ import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from adapters.targets import Capabilities, Snapshot, Step, StepResult, TargetStatus, Track
+from adapters.targets.kubernetes import canary
 from adapters.targets.kubernetes.config import (
     APPLIED_ANNOTATION,
     FIELD_MANAGER,
@@ -59,7 +67,8 @@ class Placement:
 
 class KubernetesTarget:
     TYPE = "kubernetes"
-    capabilities = Capabilities(traffic_split=False, two_colours=False)
+    #: traffic split by replica ratio (canary); no second colour (blue-green) yet
+    capabilities = Capabilities(traffic_split=True, two_colours=False)
 
     def __init__(self, config: KubernetesTargetConfig) -> None:
         self.config = config
@@ -83,6 +92,9 @@ class KubernetesTarget:
                 if svc is not None:
                     selectors[name] = dict(svc.spec.selector or {})
             version = (dep.spec.template.metadata.labels or {}).get(VERSION_LABEL)
+            canary_dep = await self._read(
+                apps.read_namespaced_deployment(canary.canary_name(where.deployment), where.namespace)
+            )
             state = {
                 "format": SNAPSHOT_FORMAT,
                 "namespace": where.namespace,
@@ -94,22 +106,26 @@ class KubernetesTarget:
                 "replicas": dep.spec.replicas,
                 "version": version,
                 "services": selectors,
+                "canary": self._canary_state(api, canary_dep, where),
             }
             return Snapshot(service=service, environment=environment, version=version, state=state)
 
     async def apply(self, step: Step) -> StepResult:
         """Roll the Deployment to the release (``rolling`` only); a step id already
         applied returns its recorded result with ``already_applied=True``."""
-        if step.kind != "rolling":
+        if step.kind not in ("rolling", "set_weight", "promote"):
             raise InvalidInput(
-                f"kubernetes target: strategy step {step.kind!r} is not supported yet (rolling only)"
+                f"kubernetes target: strategy step {step.kind!r} is not supported yet "
+                "(rolling and canary by replica ratio only)"
             )
         release = step.release
         settings = KubernetesSettings.of(release.settings)
         where = self._placement(release.service, release.environment, settings)
         self._placements[(release.service, release.environment)] = where
         env = [{"name": k, "value": v} for k, v in sorted(release.config.items())]
-        return await self._converge(
+        if step.kind == "set_weight":
+            return await self._set_weight(where, step, env, settings)
+        result = await self._converge(
             where,
             key=f"{step.deployment_id}/{step.step_id}",
             step_id=step.step_id,
@@ -120,6 +136,13 @@ class KubernetesTarget:
             selectors={},
             create=settings,
         )
+        if step.kind == "promote" and result.ok:
+            # only once the stable Deployment serves the new version at full replicas
+            deleted = await self._delete_canary(where)
+            result = result.model_copy(
+                update={"detail": {**result.detail, "split": canary.SPLIT, "canary_deleted": deleted}}
+            )
+        return result
 
     async def status(self, service: str, environment: str) -> TargetStatus:
         """The Deployment's version as the one track, with the URLs of nothing (pods are
@@ -127,15 +150,28 @@ class KubernetesTarget:
         where = self._placement(service, environment, None)
         try:
             async with self._api(where) as api:
-                dep = await self._read(
-                    client.AppsV1Api(api).read_namespaced_deployment(where.deployment, where.namespace)
+                apps = client.AppsV1Api(api)
+                dep = await self._read(apps.read_namespaced_deployment(where.deployment, where.namespace))
+                canary_dep = await self._read(
+                    apps.read_namespaced_deployment(canary.canary_name(where.deployment), where.namespace)
                 )
         except AdapterUnavailable:
             return TargetStatus(service=service, environment=environment, reachable=False)
+
+        def ready(d: Any) -> int:
+            return 0 if d is None else int(d.status.available_replicas or 0)
+
+        # the Service spreads requests over ready pods: weights are ready-replica ratios
+        stable_w, canary_w = canary.weights(ready(dep), ready(canary_dep))
         tracks = []
-        if dep is not None and (dep.status.available_replicas or 0) > 0:
-            version = (dep.spec.template.metadata.labels or {}).get(VERSION_LABEL, "unknown")
-            tracks.append(Track(version=version, role="stable", weight=100))
+        roles: list[tuple[Any, Literal["stable", "canary"], int]] = [
+            (dep, "stable", stable_w),
+            (canary_dep, "canary", canary_w),
+        ]
+        for d, role, weight in roles:
+            if ready(d) > 0:
+                version = (d.spec.template.metadata.labels or {}).get(VERSION_LABEL, "unknown")
+                tracks.append(Track(version=version, role=role, weight=weight))
         return TargetStatus(service=service, environment=environment, reachable=True, tracks=tracks)
 
     async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
@@ -154,7 +190,7 @@ class KubernetesTarget:
             base.services,
         )
         digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
-        return await self._converge(
+        result = await self._converge(
             where,
             key=f"restore/{step_id}/{digest}",
             step_id=step_id,
@@ -165,6 +201,17 @@ class KubernetesTarget:
             selectors=state.get("services") or {},
             create=None,
         )
+        if not result.ok:
+            return result
+        # a canary started since the snapshot goes; one that ran then comes back as it was
+        before = state.get("canary")
+        if before is None:
+            await self._delete_canary(where)
+        else:
+            failed = await self._restore_canary(where, before)
+            if failed is not None:
+                return StepResult(step_id=step_id, ok=False, error=failed, detail=result.detail)
+        return result
 
     # -- converging ------------------------------------------------------------------
 
@@ -221,17 +268,190 @@ class KubernetesTarget:
             except RolloutFailed as exc:
                 return StepResult(step_id=step_id, ok=False, error=str(exc), detail=detail)
             result = StepResult(step_id=step_id, ok=True, detail=detail)
-            applied[key] = result.model_dump(mode="json")
-            keep = dict(list(applied.items())[-self.config.applied_keep :])
-            await self._call(
+            await self._record(apps, where, applied, key, result)
+            return result
+
+    async def _record(
+        self, apps: Any, where: Placement, applied: dict[str, Any], key: str, result: StepResult
+    ) -> None:
+        """Keep the step's result in the Deployment's annotation (the last few only)."""
+        applied[key] = result.model_dump(mode="json")
+        keep = dict(list(applied.items())[-self.config.applied_keep :])
+        await self._call(
+            apps.patch_namespaced_deployment(
+                where.deployment,
+                where.namespace,
+                {"metadata": {"annotations": {APPLIED_ANNOTATION: json.dumps(keep)}}},
+                field_manager=FIELD_MANAGER,
+            )
+        )
+
+    # -- canary by replica ratio -----------------------------------------------------
+
+    async def _set_weight(
+        self, where: Placement, step: Step, env: list[dict[str, Any]], settings: KubernetesSettings
+    ) -> StepResult:
+        """Run the canary with its share of ``step.replicas`` and scale the stable
+        Deployment to the rest; the Service selecting ``app`` splits by that ratio."""
+        if step.weight is None:
+            raise InvalidInput("set_weight needs a weight")
+        release = step.release
+        key = f"{step.deployment_id}/{step.step_id}"
+        stable_n, canary_n = canary.split_replicas(step.replicas, step.weight)
+        side = replace(where, deployment=canary.canary_name(where.deployment))
+        async with self._api(where) as api:
+            apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+            dep = await self._read(apps.read_namespaced_deployment(where.deployment, where.namespace))
+            if dep is None:
+                raise AdapterRejected(
+                    f"deployment {where.namespace}/{where.deployment} does not exist; "
+                    "a canary needs a stable one"
+                )
+            applied = self._applied(dep)
+            if key in applied:
+                return StepResult.model_validate({**applied[key], "already_applied": True})
+            container = self._container(dep, where)
+            app = (dep.spec.template.metadata.labels or {}).get("app", where.deployment)
+            canary_dep = await self._ensure_canary(
+                apps,
+                side,
+                app=app,
+                container={
+                    **api.sanitize_for_serialization(container),
+                    "image": release.artifact,
+                    "env": env,
+                },
+                replicas=canary_n,
+                version=release.version,
+                deadline=settings.progress_deadline_seconds,
+            )
+            dep = await self._call(
                 apps.patch_namespaced_deployment(
                     where.deployment,
                     where.namespace,
-                    {"metadata": {"annotations": {APPLIED_ANNOTATION: json.dumps(keep)}}},
+                    {"spec": {"replicas": stable_n}},
                     field_manager=FIELD_MANAGER,
                 )
             )
+            detail: dict[str, Any] = {
+                "namespace": where.namespace,
+                "deployment": where.deployment,
+                "canary": side.deployment,
+                "image": release.artifact,
+                "split": canary.SPLIT,
+                "replicas": {"stable": stable_n, "canary": canary_n},
+                "weight": canary.weights(stable_n, canary_n)[1],
+            }
+            detail["service_selector"] = await self._select_both(core, where, app)
+            try:
+                await self._follow(apps, side, canary_dep)
+                await self._follow(apps, where, dep)
+            except RolloutFailed as exc:
+                return StepResult(step_id=step.step_id, ok=False, error=str(exc), detail=detail)
+            result = StepResult(step_id=step.step_id, ok=True, detail=detail)
+            await self._record(apps, where, applied, key, result)
             return result
+
+    async def _ensure_canary(
+        self,
+        apps: Any,
+        side: Placement,
+        *,
+        app: str,
+        container: dict[str, Any],
+        replicas: int,
+        version: str | None,
+        deadline: int | None,
+    ) -> Any:
+        """Create the canary Deployment, or patch it to this image, env and replicas."""
+        current = await self._read(apps.read_namespaced_deployment(side.deployment, side.namespace))
+        if current is None:
+            body = canary.canary_deployment(side.deployment, app, container, replicas, version, deadline)
+            return await self._call(
+                apps.create_namespaced_deployment(side.namespace, body, field_manager=FIELD_MANAGER)
+            )
+        self._container(current, side)
+        patch = self._patch(side, container["image"], container.get("env") or [], replicas, version)
+        return await self._call(
+            apps.patch_namespaced_deployment(
+                side.deployment, side.namespace, patch, field_manager=FIELD_MANAGER
+            )
+        )
+
+    async def _select_both(self, core: Any, where: Placement, app: str) -> dict[str, str] | None:
+        """Point the service's Services at ``app=<app>`` — stable and canary pods alike —
+        unless their selector already picks both; ``None`` when there is no Service."""
+        wanted = {"app": app}
+        found = None
+        for name in where.services if where.services is not None else [where.deployment]:
+            svc = await self._read(core.read_namespaced_service(name, where.namespace))
+            if svc is None:
+                continue
+            selector = dict(svc.spec.selector or {})
+            stable_labels = {"app": app}
+            canary_labels = {"app": app, canary.TRACK_LABEL: "canary"}
+            if not (canary.selects(selector, stable_labels) and canary.selects(selector, canary_labels)):
+                await self._call(
+                    core.patch_namespaced_service(
+                        name,
+                        where.namespace,
+                        {"spec": {"selector": {"$patch": "replace", **wanted}}},
+                        field_manager=FIELD_MANAGER,
+                    )
+                )
+                selector = wanted
+            found = selector
+        return found
+
+    async def _delete_canary(self, where: Placement) -> bool:
+        """Delete the canary Deployment; False when there was none."""
+        async with self._api(where) as api:
+            try:
+                await self._call(
+                    client.AppsV1Api(api).delete_namespaced_deployment(
+                        canary.canary_name(where.deployment), where.namespace
+                    )
+                )
+            except AdapterRejected as exc:
+                if isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 404:
+                    return False
+                raise
+        return True
+
+    async def _restore_canary(self, where: Placement, before: dict[str, Any]) -> str | None:
+        """Put the canary of the snapshot back; the error of its rollout, if any."""
+        side = replace(where, deployment=canary.canary_name(where.deployment))
+        async with self._api(where) as api:
+            apps = client.AppsV1Api(api)
+            container = {"name": where.container, "image": before["image"], "env": before["env"]}
+            dep = await self._ensure_canary(
+                apps,
+                side,
+                app=before["app"],
+                container=container,
+                replicas=before["replicas"],
+                version=before.get("version"),
+                deadline=None,
+            )
+            try:
+                await self._follow(apps, side, dep)
+            except RolloutFailed as exc:
+                return str(exc)
+        return None
+
+    def _canary_state(self, api: Any, dep: Any, where: Placement) -> dict[str, Any] | None:
+        if dep is None:
+            return None
+        side = replace(where, deployment=dep.metadata.name)
+        container = self._container(dep, side)
+        labels = dep.spec.template.metadata.labels or {}
+        return {
+            "image": container.image,
+            "env": api.sanitize_for_serialization(container.env or []),
+            "replicas": dep.spec.replicas,
+            "version": labels.get(VERSION_LABEL),
+            "app": labels.get("app", where.deployment),
+        }
 
     async def _follow(self, apps: Any, where: Placement, dep: Any) -> int:
         """Watch the Deployment until its rollout of ``dep``'s generation completes."""

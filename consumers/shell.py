@@ -271,7 +271,7 @@ class ConsumerShell:
         if name in self.consumer.accepts:
             return False
         # an unknown type is decoded (and dead-lettered) by the consumer guarding the topic
-        return not (self.consumer.guards_unknown and name not in self.registry.models)
+        return not (self.consumer.guards_unknown and not self.registry.knows(name))
 
     async def _process(self, msg: KafkaMessage) -> None:
         record = msg.raw_message

@@ -44,39 +44,36 @@ class ApprovalRequested(EventData):
     why: str = ""
 
 
-class ApprovalGranted(EventData):
-    """A person approved (the envelope's ``actor`` says who: the authenticated
-    principal, set by the API)."""
+class _Answer(EventData):
+    """A person's answer to an approval request (the envelope's ``actor`` says who:
+    the authenticated principal, set by the API)."""
+
+    deployment_id: str
+    comment: str = ""
+    #: the role the person acts in (must be one the level names, and theirs)
+    role: str | None = None
+    #: the roles the authenticated principal holds (the API fills this in)
+    roles: list[str] = Field(default_factory=list)
+    #: the level the person meant (None: the one open now)
+    level: str | None = None
+    #: what the person saw: an answer bound to another plan or artifact is refused
+    plan_hash: str | None = None
+    digest: str | None = None
+    client: str | None = None
+
+
+class ApprovalGranted(_Answer):
+    """A person approved."""
 
     TYPE: ClassVar[str] = "shiplog.approval.granted"
     VERSION: ClassVar[int] = 2
 
-    deployment_id: str
-    comment: str = ""
-    #: the role the approver acts in (must be one the level names, and theirs)
-    role: str | None = None
-    #: the roles the authenticated principal holds (the API fills this in)
-    roles: list[str] = Field(default_factory=list)
-    #: the level the approver meant (None: the one open now)
-    level: str | None = None
-    #: what the approver saw: an answer bound to another plan or artifact is refused
-    plan_hash: str | None = None
-    digest: str | None = None
-    client: str | None = None
 
+class ApprovalDenied(_Answer):
+    """A person denied."""
 
-class ApprovalDenied(EventData):
     TYPE: ClassVar[str] = "shiplog.approval.denied"
     VERSION: ClassVar[int] = 2
-
-    deployment_id: str
-    comment: str = ""
-    role: str | None = None
-    roles: list[str] = Field(default_factory=list)
-    level: str | None = None
-    plan_hash: str | None = None
-    digest: str | None = None
-    client: str | None = None
 
 
 class ApprovalRecorded(EventData):

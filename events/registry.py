@@ -46,6 +46,10 @@ class EventRegistry:
             self._models[model.TYPE] = model
         self._upcasters = dict(upcasters or {})
 
+    def knows(self, name: str) -> bool:
+        """Whether ``shiplog.x.y`` (without version) is a type this registry has."""
+        return name in self._models
+
     @property
     def models(self) -> dict[str, type[EventData]]:
         return dict(self._models)

@@ -1,13 +1,18 @@
 """A small, strict fake of the Kubernetes API server, over real HTTP (aiohttp).
 
-Enough for the real kubernetes-asyncio client: apps/v1 Deployments and v1 Services in
-a namespace — GET (list, ``watch=true`` JSON-lines streams with ``resourceVersion``,
-``timeoutSeconds`` and a ``metadata.name`` field selector), POST, PUT (optimistic
-concurrency on ``resourceVersion``), PATCH (strategic-merge with ``name`` merge keys
-and ``$patch: replace``, JSON merge, apply with a required ``fieldManager``), DELETE
+Enough for the real kubernetes-asyncio client: apps/v1 Deployments, v1 Services and
+gateway.networking.k8s.io/v1 HTTPRoutes in a namespace — GET (list, ``watch=true``
+JSON-lines streams with ``resourceVersion``, ``timeoutSeconds`` and a ``metadata.name``
+field selector), POST, PUT (optimistic concurrency on ``resourceVersion``), PATCH
+(strategic-merge with ``name`` merge keys and ``$patch: replace``, JSON merge, apply
+with a required ``fieldManager``), DELETE
 (a ``Success`` Status and a ``DELETED`` watch event; 404 when absent).
 Objects carry uid, generation (bumped only when the spec changes) and resourceVersion;
-errors are real ``Status`` objects (404, 409, 415, 422).
+errors are real ``Status`` objects (404, 409, 415, 422). HTTPRoutes are a custom
+resource: no strategic-merge patch (415, as the real server), JSON patch (RFC 6902) and
+JSON merge patch instead; their rules and backendRefs are checked against the Gateway API
+schema (unknown fields, a Service backendRef without a port, weights outside
+0..1000000 are 422). Services need ports and string selectors.
 
 A simulated controller advances each Deployment's rollout every ``tick`` seconds:
 observedGeneration, then updatedReplicas one at a time, then availableReplicas and the
@@ -34,12 +39,29 @@ Obj = dict[str, Any]
 KINDS = {
     "deployments": ("apps/v1", "Deployment"),
     "services": ("v1", "Service"),
+    "httproutes": ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+}
+#: the URL prefix each resource is served under
+PREFIXES = {
+    "deployments": "/apis/apps/v1",
+    "services": "/api/v1",
+    "httproutes": "/apis/gateway.networking.k8s.io/v1",
 }
 PATCH_TYPES = {
     "application/strategic-merge-patch+json",
     "application/merge-patch+json",
     "application/apply-patch+yaml",
 }
+#: custom resources have no strategic-merge patch
+CUSTOM_PATCH_TYPES = {
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/apply-patch+yaml",
+}
+RULE_FIELDS = {"name", "matches", "filters", "backendRefs", "timeouts", "retry", "sessionPersistence"}
+BACKEND_REF_FIELDS = {"group", "kind", "name", "namespace", "port", "weight", "filters"}
+MAX_RULES = MAX_BACKEND_REFS = 16
+MAX_WEIGHT = 1_000_000
 
 
 def _now() -> str:
@@ -96,6 +118,35 @@ def strategic_merge(orig: Any, patch: Any) -> Any:
     return patch
 
 
+def json_patch(orig: Any, ops: list[Any]) -> Any:
+    """RFC 6902 JSON patch: add, remove, replace and test (what shiplog could send)."""
+    doc = copy.deepcopy(orig)
+    for op in ops:
+        if not isinstance(op, dict) or op.get("op") not in ("add", "remove", "replace", "test"):
+            raise ApiError(422, "Invalid", f"unsupported JSON patch operation {op!r}")
+        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node = doc
+        try:
+            for part in parents:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+            key: Any = (len(node) if last == "-" else int(last)) if isinstance(node, list) else last
+            if op["op"] == "test":
+                if node[key] != op["value"]:
+                    raise ApiError(422, "Invalid", f"the test of {op['path']} failed")
+            elif op["op"] == "remove":
+                del node[key]
+            elif op["op"] == "add" and isinstance(node, list):
+                node.insert(key, op["value"])
+            else:
+                present = 0 <= key < len(node) if isinstance(node, list) else key in node
+                if op["op"] == "replace" and not present:
+                    raise KeyError(key)
+                node[key] = op["value"]
+        except (KeyError, IndexError, ValueError, TypeError) as exc:
+            raise ApiError(422, "Invalid", f"the JSON patch path {op['path']} does not exist") from exc
+    return doc
+
+
 def merge_patch(orig: Any, patch: Any) -> Any:
     """RFC 7386 JSON merge patch."""
     if not isinstance(patch, dict):
@@ -129,7 +180,7 @@ class KubeFake:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._errors])
-        for prefix in ("/apis/apps/v1", "/api/v1"):
+        for prefix in sorted(set(PREFIXES.values())):
             coll = prefix + "/namespaces/{ns}/{resource}"
             app.router.add_get(coll, self._list)
             app.router.add_post(coll, self._create)
@@ -167,14 +218,13 @@ class KubeFake:
 
     def _resource(self, request: web.Request) -> tuple[str, str, str]:
         resource = request.match_info["resource"]
-        api = "/apis/apps/v1" if request.path.startswith("/apis/apps/v1") else "/api/v1"
-        if resource not in KINDS or (api == "/apis/apps/v1") != (resource == "deployments"):
+        if resource not in KINDS or not request.path.startswith(PREFIXES[resource] + "/"):
             raise ApiError(
                 404, "NotFound", f"the server could not find the requested resource {request.path}"
             )
         return resource, request.match_info["ns"], request.match_info.get("name", "")
 
-    async def _body(self, request: web.Request, allowed: set[str]) -> Obj:
+    async def _body(self, request: web.Request, allowed: set[str]) -> Any:
         if request.content_type not in allowed:
             raise ApiError(
                 415,
@@ -186,7 +236,12 @@ class KubeFake:
             body = json.loads(await request.read())
         except ValueError as exc:
             raise ApiError(400, "BadRequest", f"error decoding body: {exc}") from exc
-        if not isinstance(body, dict):
+        if request.content_type == "application/json-patch+json":
+            if not isinstance(body, list):
+                raise ApiError(
+                    400, "BadRequest", "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
+                )
+        elif not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "body must be an object")
         return body
 
@@ -219,8 +274,62 @@ class KubeFake:
                         errors.append(f"spec.template.spec.containers[{i}].env[{j}].name: Required value")
             if not isinstance(spec.get("replicas", 1), int) or spec.get("replicas", 1) < 0:
                 errors.append("spec.replicas: Invalid value")
+        elif resource == "services":
+            errors += self._service_errors(spec)
+        else:
+            errors += self._route_errors(spec)
         if errors:
             raise ApiError(422, "Invalid", f'{kind} "{name}" is invalid: ' + "; ".join(errors))
+
+    @staticmethod
+    def _service_errors(spec: Obj) -> list[str]:
+        errors = []
+        selector = spec.get("selector") or {}
+        if not isinstance(selector, dict) or not all(isinstance(v, str) for v in selector.values()):
+            errors.append("spec.selector: Invalid value: must be a map of strings")
+        ports = spec.get("ports")
+        if not isinstance(ports, list) or not ports:
+            errors.append("spec.ports: Required value")
+        for i, port in enumerate(ports or []):
+            number = port.get("port") if isinstance(port, dict) else None
+            if not isinstance(number, int) or not 1 <= number <= 65535:
+                errors.append(f"spec.ports[{i}].port: Invalid value: must be between 1 and 65535")
+        return errors
+
+    @staticmethod
+    def _route_errors(spec: Obj) -> list[str]:
+        """The HTTPRoute CRD's structural schema and CEL rules, for rules and backendRefs."""
+        errors = []
+        rules = spec.get("rules", [])
+        if not isinstance(rules, list) or len(rules) > MAX_RULES:
+            return [f"spec.rules: Invalid value: a list of at most {MAX_RULES}"]
+        for i, rule in enumerate(rules):
+            if not isinstance(rule, dict):
+                errors.append(f"spec.rules[{i}]: Invalid value: must be an object")
+                continue
+            errors += [f'spec.rules[{i}]: unknown field "{k}"' for k in sorted(set(rule) - RULE_FIELDS)]
+            refs = rule.get("backendRefs", [])
+            if not isinstance(refs, list) or len(refs) > MAX_BACKEND_REFS:
+                errors.append(f"spec.rules[{i}].backendRefs: Invalid value: a list of at most 16")
+                continue
+            for j, ref in enumerate(refs):
+                at = f"spec.rules[{i}].backendRefs[{j}]"
+                if not isinstance(ref, dict):
+                    errors.append(f"{at}: Invalid value: must be an object")
+                    continue
+                errors += [f'{at}: unknown field "{k}"' for k in sorted(set(ref) - BACKEND_REF_FIELDS)]
+                if not isinstance(ref.get("name"), str) or not ref.get("name"):
+                    errors.append(f"{at}.name: Required value")
+                is_service = ref.get("kind", "Service") == "Service" and ref.get("group", "") == ""
+                port = ref.get("port")
+                if port is None and is_service:
+                    errors.append(f"{at}: Invalid value: Must have port for Service reference")
+                elif port is not None and (not isinstance(port, int) or not 1 <= port <= 65535):
+                    errors.append(f"{at}.port: Invalid value: must be between 1 and 65535")
+                weight = ref.get("weight", 1)
+                if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= MAX_WEIGHT:
+                    errors.append(f"{at}.weight: Invalid value: must be between 0 and {MAX_WEIGHT}")
+        return errors
 
     def _store(self, resource: str, ns: str, name: str, obj: Obj, *, event: str, manager: str | None) -> Obj:
         self._rv += 1
@@ -255,7 +364,7 @@ class KubeFake:
         for key in ("uid", "creationTimestamp", "namespace"):
             meta[key] = old["metadata"][key]
         new["status"] = old.get("status", {})  # the main resource never writes status
-        if resource == "deployments":
+        if "generation" in old["metadata"]:
             spec_changed = new.get("spec") != old.get("spec")
             meta["generation"] = old["metadata"]["generation"] + (1 if spec_changed else 0)
         if new == old:
@@ -286,6 +395,8 @@ class KubeFake:
             meta["generation"] = 1
             obj["spec"].setdefault("replicas", 1)
             obj["spec"].setdefault("progressDeadlineSeconds", 600)
+        elif resource == "httproutes":
+            meta["generation"] = 1
         else:
             obj["spec"].setdefault("clusterIP", f"10.96.0.{len(self.objects) + 10}")
             obj["spec"].setdefault("type", "ClusterIP")
@@ -315,20 +426,24 @@ class KubeFake:
 
     async def _patch(self, request: web.Request) -> web.Response:
         resource, ns, name = self._resource(request)
-        patch = await self._body(request, PATCH_TYPES)
+        patch = await self._body(request, CUSTOM_PATCH_TYPES if resource == "httproutes" else PATCH_TYPES)
         manager = request.query.get("fieldManager")
         if request.content_type == "application/apply-patch+yaml" and not manager:
             raise ApiError(422, "Invalid", "PATCH, fieldManager: Required value: is required for apply patch")
         old = self._find(resource, ns, name)
-        rv = (patch.get("metadata") or {}).get("resourceVersion")
+        rv = (patch.get("metadata") or {}).get("resourceVersion") if isinstance(patch, dict) else None
         if rv is not None and rv != old["metadata"]["resourceVersion"]:
             raise ApiError(
                 409,
                 "Conflict",
                 f'Operation cannot be fulfilled on {resource} "{name}": the object has been modified',
             )
-        merge = merge_patch if request.content_type == "application/merge-patch+json" else strategic_merge
-        new = merge(copy.deepcopy(old), patch)
+        if request.content_type == "application/json-patch+json":
+            new = json_patch(old, patch)
+        elif request.content_type == "application/merge-patch+json":
+            new = merge_patch(copy.deepcopy(old), patch)
+        else:
+            new = strategic_merge(copy.deepcopy(old), patch)
         new.pop("status", None)
         stored = self._write(resource, ns, name, copy.deepcopy(old), new, manager)
         await self._notify()
@@ -407,15 +522,18 @@ class KubeFake:
         else:
             last = int(since)
         deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0 and not self._closing:
-            for rv, r, n, kind, obj in [e for e in self._events if e[0] > last]:
-                last = rv
-                if matches(r, n, obj):
-                    await send(kind, obj)
-            async with self._changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), left)
-        await response.write_eof()
+        try:
+            while (left := deadline - time.monotonic()) > 0 and not self._closing:
+                for rv, r, n, kind, obj in [e for e in self._events if e[0] > last]:
+                    last = rv
+                    if matches(r, n, obj):
+                        await send(kind, obj)
+                async with self._changed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), left)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client stopped watching (it saw what it waited for)
         return response
 
     # -- the controller --------------------------------------------------------------

@@ -1,24 +1,22 @@
-"""Canary by replica ratio: the shapes and arithmetic, no I/O.
+"""Canary shapes and arithmetic, no I/O.
 
-The canary is a second Deployment ``<name>-canary`` whose pods carry the stable pods'
-``app`` label, so the Service that selects ``app=<service>`` sends each pod its share:
-traffic splits by the ratio of ready replicas. A Gateway API ``HTTPRoute`` split is not
-supported yet; every canary step records ``split: replica_ratio``.
+The canary is a second Deployment ``<name>-canary``. Two ways to split traffic:
+
+- by replica ratio (no route configured): the canary's pods carry the stable pods'
+  labels (``app=<service>``, or a colour's after a blue-green switch), so the Service
+  that selects those sends each pod its share; ``split: replicas``;
+- by a Gateway API ``HTTPRoute`` (``settings.route``): the canary's pods carry only
+  shiplog's labels, a canary Service ``<name>-canary`` selects them, and the route's
+  backendRefs weigh the stable Service against it (see ``route.py``); ``split: gateway``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from adapters.targets.kubernetes.shapes import SERVICE_LABEL
 
-from adapters.targets.kubernetes.config import VERSION_LABEL
-
-CANARY_SUFFIX = "-canary"
 TRACK_LABEL = "shiplog.io/track"
-SPLIT = "replica_ratio"
-
-
-def canary_name(deployment: str) -> str:
-    return deployment + CANARY_SUFFIX
+SPLIT_REPLICAS = "replicas"
+SPLIT_GATEWAY = "gateway"
 
 
 def split_replicas(total: int, weight: int) -> tuple[int, int]:
@@ -29,34 +27,17 @@ def split_replicas(total: int, weight: int) -> tuple[int, int]:
 
 
 def weights(stable: int, canary: int) -> tuple[int, int]:
-    """(stable, canary) traffic percentages of these ready replica counts."""
+    """(stable, canary) traffic percentages of these ready replica counts (or weights)."""
     if stable + canary == 0:
         return 0, 0
     share = round(100 * canary / (stable + canary))
     return 100 - share, share
 
 
-def canary_deployment(
-    name: str,
-    app: str,
-    container: dict[str, Any],
-    replicas: int,
-    version: str | None,
-    progress_deadline_seconds: int | None,
-) -> dict[str, Any]:
-    """A new canary Deployment; its own selector (the track label) keeps it apart from
-    the stable one, its ``app`` label puts it behind the stable one's Service."""
-    selector = {"app": app, TRACK_LABEL: "canary"}
-    labels = {**selector, **({VERSION_LABEL: version} if version else {})}
-    spec: dict[str, Any] = {
-        "replicas": replicas,
-        "selector": {"matchLabels": selector},
-        "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
-    }
-    if progress_deadline_seconds:
-        spec["progressDeadlineSeconds"] = progress_deadline_seconds
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": spec}
-
-
-def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+def selector(deployment: str, stable: dict[str, str], *, gateway: bool) -> dict[str, str]:
+    """The canary pods' selector: the stable pods' labels and a track for a replica-ratio
+    split (behind the stable Service), apart from them for a gateway split (the stable
+    Service must not reach them)."""
+    if gateway:
+        return {SERVICE_LABEL: deployment, TRACK_LABEL: "canary"}
+    return {**stable, TRACK_LABEL: "canary"}

@@ -21,9 +21,26 @@ DEFAULT_ROLLOUT_TIMEOUT_S = 900.0
 DEFAULT_WATCH_TIMEOUT_S = 60
 #: how many applied step results the Deployment's annotation keeps
 DEFAULT_APPLIED_KEEP = 20
+#: the least time between a blue-green switch and stopping the old colour, counted from
+#: the switch. 0 by default: the pipeline's ``scale_down_delay_s`` already schedules a
+#: durable pause before ``scale_down`` (consumers/planning/strategy.py); this setting is a
+#: floor for when the target is driven otherwise, and never adds to that pause
+DEFAULT_SCALE_DOWN_DELAY_S = 0.0
 VERSION_LABEL = "app.kubernetes.io/version"
 APPLIED_ANNOTATION = "shiplog.io/applied-steps"
-SNAPSHOT_FORMAT = 1
+#: on a colour Deployment: when traffic was switched to it (epoch seconds)
+SWITCHED_ANNOTATION = "shiplog.io/switched-at"
+SNAPSHOT_FORMAT = 2
+
+
+class RouteRef(BaseModel):
+    """A Gateway API ``HTTPRoute`` whose backendRefs split canary traffic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    #: default: the service's namespace
+    namespace: str | None = None
 
 
 class KubernetesTargetConfig(BaseModel):
@@ -54,12 +71,17 @@ class KubernetesSettings(BaseModel):
     deployment: str | None = None
     #: the container whose image and env are set; default: the service's name
     container: str | None = None
-    #: Services whose selectors a snapshot records and a restore puts back;
-    #: default: a Service named like the service, when it exists
-    services: list[str] | None = None
+    #: Services whose selectors a snapshot records and a restore puts back; the first is
+    #: the active one (blue-green switches it; the route's stable backend). Default: a
+    #: Service named like the Deployment
+    services: list[str] | None = Field(default=None, min_length=1)
     #: container port, used when the target creates the Deployment
     port: int | None = Field(default=None, ge=1, le=65535)
     progress_deadline_seconds: int | None = Field(default=None, ge=1)
+    #: canary traffic split by this route's backend weights instead of replica ratio
+    route: RouteRef | None = None
+    #: blue-green: how long after the switch ``scale_down`` stops the old colour
+    scale_down_delay_seconds: float = Field(default=DEFAULT_SCALE_DOWN_DELAY_S, ge=0)
 
     @classmethod
     def of(cls, settings: dict[str, Any]) -> KubernetesSettings:

@@ -4,22 +4,20 @@
 A harness knows, for one target and one fresh service, how to build the target (a
 new instance over the same state and config each call, as after a process
 restart), the steps that bring version N of the service by a strategy, and how to
-observe what really runs without asking the target: the ``current`` symlink on the
-hosts, the Deployment's image in the fake API server, the schema version in
-PostgreSQL, the version the local target's endpoint serves over HTTP.
+observe what really runs without asking the target: what answers where each SSH
+host's proxy port (and ``current``) points, the Deployment's image in the fake API
+server, the schema version in PostgreSQL, the version the local target's endpoint serves over HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import os
 import shutil
 import signal
 import socket
-import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +34,14 @@ from adapters.targets.local import LocalTarget, LocalTargetConfig
 from adapters.targets.local import processes as local_processes
 from adapters.targets.ssh import SshTarget, SshTargetConfig
 from tests.kubefake import KubeFake
-from tests.sshd import SshdCluster
+from tests.sshd import (
+    SshdCluster,
+    free_port,
+    served,
+    slotted_artifact,
+    slotted_settings,
+    stop_services,
+)
 
 Strategy = Literal["rolling", "blue_green", "canary"]
 
@@ -165,36 +170,25 @@ class LocalHarness:
 # -- ssh -----------------------------------------------------------------------------
 
 
-def _artifact(directory: Path, version: str) -> Path:
-    """A tarball whose ``run.sh restart LOG`` appends its version to LOG."""
-    script = f'#!/bin/sh\necho "{version} $1" >> "$2"\n'.encode()
-    path = directory / f"app-{version}.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        info = tarfile.TarInfo("run.sh")
-        info.size, info.mode = len(script), 0o755
-        tar.addfile(info, io.BytesIO(script))
-    return path
-
-
 class SshHarness:
+    """Two slots per host (blue-green, and rolling through the slots); what serves
+    is what answers over HTTP where each host's proxy port points, checked against
+    where ``current`` leads (``tests.sshd.served``)."""
+
     def __init__(self, tmp_path: Path, service: str, cluster: SshdCluster) -> None:
         self.service, self.environment = service, ENV
         self.tmp_path, self.cluster = tmp_path, cluster
         self.state_dir = tmp_path / "state"
+        blue = free_port()
+        self.ports = (blue, next(p for p in iter(free_port, None) if p != blue))
 
     def target(self) -> Target:
-        return SshTarget(SshTargetConfig(state_dir=self.state_dir))
+        return SshTarget(SshTargetConfig(state_dir=self.state_dir, health_interval=0.05))
 
     def release(self, n: int) -> Release:
         version = self.expected(n)
-        settings = {
-            "root": "/nonexistent-default-root",
-            "hosts": self.cluster.inventory(),
-            "restart": "{root}/{service}/current/run.sh restart {root}/{service}/restarts.log",
-            "health_command": "test -x {root}/{service}/current/run.sh",
-            "batch_size": 1,
-        }
-        art = _artifact(self.tmp_path, version)
+        art = slotted_artifact(self.tmp_path, version)
+        settings = slotted_settings(self.cluster, self.ports)
         return Release(
             service=self.service, environment=ENV, version=version, artifact=str(art), settings=settings
         )
@@ -203,8 +197,7 @@ class SshHarness:
         return f"{n}.0.0"
 
     async def observe(self) -> str | None:
-        links = [h.root / self.service / "current" for h in self.cluster.hosts]
-        seen = {Path(str(link.readlink())).name if link.is_symlink() else None for link in links}
+        seen = set(await served(self.cluster, self.service))
         return seen.pop() if len(seen) == 1 else repr(sorted(map(str, seen)))
 
     async def effects(self) -> object:
@@ -212,7 +205,7 @@ class SshHarness:
         return [log.read_text() if log.exists() else "" for log in logs]
 
     async def close(self) -> None:
-        return None
+        stop_services(self.cluster, self.service)
 
 
 # -- kubernetes ----------------------------------------------------------------------
@@ -271,6 +264,10 @@ def kube_fake_server(directory: Path) -> Iterator[KubeFakeServer]:
 
 
 class KubernetesHarness:
+    """What serves is read from the fake's objects: the Deployments whose pods the
+    Service named like the service selects (blue-green switches it), else the service's
+    own Deployment — and only once all their replicas are available."""
+
     def __init__(self, service: str, server: KubeFakeServer) -> None:
         self.service, self.environment = service, "staging"
         self.server = server
@@ -285,27 +282,61 @@ class KubernetesHarness:
             environment=self.environment,
             version=version,
             artifact=f"registry.example/{self.service}:{version}",
-            settings={"port": 8080},
+            settings={"port": 8080, "scale_down_delay_seconds": 0},
         )
 
     def expected(self, n: int) -> str:
         return f"{n}.0.0"
 
-    def _deployment(self) -> dict[str, Any] | None:
-        return self.server.fake.objects.get(("deployments", self.environment, self.service))
+    def _objects(self, resource: str) -> dict[str, dict[str, Any]]:
+        """The service's objects of this resource: its own and the ``<service>-*`` ones."""
+        return {
+            name: obj
+            # a copy: the fake's loop runs in another thread
+            for (r, ns, name), obj in list(self.server.fake.objects.items())
+            if r == resource
+            and ns == self.environment
+            and (name == self.service or name.startswith(self.service + "-"))
+        }
+
+    def _serving(self) -> list[dict[str, Any]]:
+        """The Deployments with replicas whose pods the Service named like the service
+        selects (blue-green switches it), else the service's own Deployment."""
+        deployments = self._objects("deployments")
+        svc = self._objects("services").get(self.service)
+        if svc is None:
+            return [deployments[self.service]] if self.service in deployments else []
+        selector = svc["spec"]["selector"]
+        return [
+            dep
+            for dep in deployments.values()
+            if dep["spec"].get("replicas")
+            and all(dep["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in selector.items())
+        ]
 
     async def observe(self) -> str | None:
-        dep = self._deployment()
-        if dep is None:
+        seen = set()
+        for dep in self._serving():
+            image = str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
+            if dep["status"].get("availableReplicas") != dep["spec"].get("replicas"):
+                seen.add(f"rolling out {image}")
+            else:
+                seen.add(image.rsplit(":", 1)[1])
+        if not seen:
             return None
-        image = str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
-        if dep["status"].get("availableReplicas") != dep["spec"].get("replicas"):
-            return f"rolling out {image}"
-        return image.rsplit(":", 1)[1]
+        return seen.pop() if len(seen) == 1 else repr(sorted(seen))
 
     async def effects(self) -> object:
-        dep = self._deployment()
-        return None if dep is None else dep["metadata"]["generation"]
+        """Every Deployment's generation and replicas, every Service's resourceVersion."""
+        deployments = self._objects("deployments")
+        services = self._objects("services")
+        return sorted(
+            [
+                ("deployment", n, f"{d['metadata']['generation']}x{d['spec'].get('replicas')}")
+                for n, d in deployments.items()
+            ]
+            + [("service", n, s["metadata"]["resourceVersion"]) for n, s in services.items()]
+        )
 
     async def close(self) -> None:
         return None

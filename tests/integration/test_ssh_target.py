@@ -15,7 +15,15 @@ import pytest
 
 from adapters.targets import Release, Step, create_target
 from adapters.targets.ssh import SshTarget, SshTargetConfig
-from tests.sshd import SshdCluster
+from tests.sshd import (
+    SshdCluster,
+    free_port,
+    served,
+    slotted_artifact,
+    slotted_settings,
+    stop_services,
+    version_at,
+)
 
 ENV = "production"
 
@@ -84,7 +92,7 @@ def restarts(ssh: SshdCluster, service: str) -> list[list[str]]:
 
 @pytest.fixture
 def target(tmp_path: Path) -> SshTarget:
-    made = create_target("ssh", {"state_dir": str(tmp_path / "state")})
+    made = create_target("ssh", {"state_dir": str(tmp_path / "state"), "health_interval": 0.05})
     assert isinstance(made, SshTarget)
     return made
 
@@ -170,7 +178,7 @@ async def test_snapshot_deploy_restore_and_restore_twice(
     assert [len(log) for log in restarts(ssh, service)] == [3] * 3
 
 
-async def test_a_host_down_mid_rolling_fails_naming_it_and_switched_hosts_restore(
+async def test_a_host_down_mid_rolling_stops_and_rolls_back_the_hosts_switched(
     ssh: SshdCluster, target: SshTarget, service: str, tmp_path: Path
 ) -> None:
     ok = await target.apply(step(service, "1.0.0", artifact(tmp_path, "1.0.0"), "roll", settings(ssh)))
@@ -184,15 +192,153 @@ async def test_a_host_down_mid_rolling_fails_naming_it_and_switched_hosts_restor
         )
         assert not failed.ok
         assert failed.error is not None and "h3" in failed.error
-        assert failed.detail == {"failed_hosts": ["h3"], "switched": ["h1", "h2"]}
-        assert current(ssh, service) == ["2.0.0", "2.0.0", "1.0.0"]
+        assert failed.detail == {
+            "failed_hosts": ["h3"],
+            "switched": ["h1", "h2"],
+            "rolled_back": ["h1", "h2"],
+            "rollback_failed": [],
+        }
+        assert current(ssh, service) == ["1.0.0"] * 3
+        assert [log[-2:] for log in restarts(ssh, service)[:2]] == [["2.0.0 restart", "1.0.0 restart"]] * 2
         assert not (await target.status(service, ENV)).reachable
     finally:
         ssh.hosts[2].start()
 
-    restored = await target.restore(snap, step_id="restore-d-2.0.0")
-    assert restored.ok, restored.error
-    assert restored.detail["restored"] == ["h1", "h2"]
-    assert current(ssh, service) == ["1.0.0"] * 3
-    again = await target.restore(snap, step_id="restore-d-2.0.0")
-    assert again.ok and again.already_applied
+    restored = await target.restore(snap, step_id="restore-d-2.0.0")  # the saga's rollback: nothing left
+    assert restored.ok and restored.detail["restored"] == [], restored
+    retried = await target.apply(step(service, "2.0.0", artifact(tmp_path, "2.0.0"), "roll", settings(ssh)))
+    assert retried.ok and not retried.already_applied, retried.error  # a failed step is not recorded
+    assert current(ssh, service) == ["2.0.0"] * 3
+
+
+# -- two slots (blue-green) ----------------------------------------------------------
+
+
+@pytest.fixture
+def ports() -> tuple[int, int]:
+    blue = free_port()
+    return blue, next(p for p in iter(free_port, None) if p != blue)
+
+
+def slotted_step(
+    service: str, kind: str, version: str, tmp_path: Path, cfg: dict[str, Any], step_id: str | None = None
+) -> Step:
+    release = Release(
+        service=service,
+        environment=ENV,
+        version=version,
+        artifact=str(slotted_artifact(tmp_path, version)),
+        settings=cfg,
+    )
+    return Step(step_id=step_id or kind, deployment_id=f"d-{version}", kind=kind, release=release)  # type: ignore[arg-type]
+
+
+def slots_of(ssh: SshdCluster, service: str) -> list[str | None]:
+    links = [h.root / service / "current" for h in ssh.hosts]
+    return [link.readlink().name if link.is_symlink() else None for link in links]
+
+
+async def test_blue_green_on_two_hosts_previews_switches_and_scales_down(
+    ssh: SshdCluster, target: SshTarget, service: str, tmp_path: Path, ports: tuple[int, int]
+) -> None:
+    cfg = slotted_settings(ssh, ports, hosts=ssh.inventory()[:2])
+    two = [h.address for h in ssh.hosts[:2]]
+    blue, green = ports
+    try:
+        first = await target.apply(slotted_step(service, "rolling", "1.0.0", tmp_path, cfg))
+        assert first.ok, first.error
+        assert (await served(ssh, service))[:2] == ["1.0.0"] * 2
+        assert slots_of(ssh, service)[:2] == ["blue"] * 2
+
+        preview = await target.apply(slotted_step(service, "preview", "2.0.0", tmp_path, cfg))
+        assert preview.ok and preview.detail["slots"] == {"h1": "green", "h2": "green"}, preview
+        assert [await version_at(a, green) for a in two] == ["2.0.0"] * 2  # the preview answers...
+        assert (await served(ssh, service))[:2] == ["1.0.0"] * 2  # ...and takes no traffic
+        status = await target.status(service, ENV)
+        assert [(t.version, t.role, t.weight) for t in status.tracks] == [
+            ("1.0.0", "active", 100),
+            ("2.0.0", "preview", 0),
+        ]
+        assert status.tracks[1].urls == [f"http://{a}:{green}/" for a in two]
+
+        early = await target.apply(slotted_step(service, "scale_down", "2.0.0", tmp_path, cfg, "early"))
+        assert not early.ok and "not the active slot" in str(early.error)  # would stop what serves
+        assert [await version_at(a, blue) for a in two] == ["1.0.0"] * 2
+
+        switch = await target.apply(slotted_step(service, "switch", "2.0.0", tmp_path, cfg))
+        assert switch.ok and switch.detail["switched"] == ["h1", "h2"], switch
+        assert (await served(ssh, service))[:2] == ["2.0.0"] * 2
+        assert slots_of(ssh, service)[:2] == ["green"] * 2
+        assert [await version_at(a, blue) for a in two] == ["1.0.0"] * 2  # old colour idle, still up
+
+        down = await target.apply(slotted_step(service, "scale_down", "2.0.0", tmp_path, cfg))
+        assert down.ok and down.detail["stopped"] == {"h1": "blue", "h2": "blue"}, down
+        assert [await version_at(a, blue) for a in two] == [None] * 2
+        assert (await served(ssh, service))[:2] == ["2.0.0"] * 2
+        status = await target.status(service, ENV)
+        assert [(t.version, t.role, t.weight) for t in status.tracks] == [("2.0.0", "active", 100)]
+        assert (
+            restarts(ssh, service)[:2]
+            == [["1.0.0 restart blue", "2.0.0 restart green", "1.0.0 stop blue"]] * 2
+        )
+        assert not (ssh.hosts[2].root / service).exists()
+    finally:
+        stop_services(ssh, service)
+
+
+async def test_restore_with_a_host_down_restores_the_others_fails_and_converges_later(
+    ssh: SshdCluster, target: SshTarget, service: str, tmp_path: Path, ports: tuple[int, int]
+) -> None:
+    cfg = slotted_settings(ssh, ports)
+    try:
+        first = await target.apply(slotted_step(service, "rolling", "1.0.0", tmp_path, cfg))
+        assert first.ok, first.error
+        snap = await target.snapshot(service, ENV)
+        for kind in ("preview", "switch", "scale_down"):
+            result = await target.apply(slotted_step(service, kind, "2.0.0", tmp_path, cfg))
+            assert result.ok, result.error
+        assert await served(ssh, service) == ["2.0.0"] * 3
+
+        ssh.hosts[1].stop()  # h2's sshd is down; its service still serves
+        try:
+            failed = await target.restore(snap, step_id="d-2.0.0:rollback")
+            assert not failed.ok and failed.error is not None and "h2" in failed.error
+            assert failed.detail == {"restored": ["h1", "h3"], "failed_hosts": ["h2"]}
+            assert await served(ssh, service) == ["1.0.0", "2.0.0", "1.0.0"]
+            again = await target.restore(snap, step_id="d-2.0.0:rollback")  # not recorded as applied
+            assert not again.ok and not again.already_applied
+        finally:
+            ssh.hosts[1].start()
+
+        converged = await target.restore(snap, step_id="d-2.0.0:rollback")
+        assert converged.ok and not converged.already_applied, converged.error
+        assert converged.detail["restored"] == ["h2"]
+        assert await served(ssh, service) == ["1.0.0"] * 3
+        assert [await version_at(h.address, ports[1]) for h in ssh.hosts] == [None] * 3  # green stopped
+        twice = await target.restore(snap, step_id="d-2.0.0:rollback")
+        assert twice.ok and twice.already_applied
+        other = await target.restore(snap, step_id="another")
+        assert other.ok and other.detail["restored"] == []
+    finally:
+        stop_services(ssh, service)
+
+
+async def test_a_host_unhealthy_mid_rolling_puts_every_host_back_on_its_slot(
+    ssh: SshdCluster, target: SshTarget, service: str, tmp_path: Path, ports: tuple[int, int]
+) -> None:
+    """With two slots the new version never served on h3 (its health failed in the
+    inactive slot), and h1, h2 go back to blue with green stopped."""
+    cfg = slotted_settings(ssh, ports, health_command="test {name} != h3 || test {version} = 1.0.0")
+    try:
+        first = await target.apply(slotted_step(service, "rolling", "1.0.0", tmp_path, cfg))
+        assert first.ok, first.error
+        failed = await target.apply(
+            slotted_step(service, "rolling", "2.0.0", tmp_path, {**cfg, "health_timeout": 0.3})
+        )
+        assert not failed.ok and "h3: not healthy" in str(failed.error), failed
+        assert failed.detail["rolled_back"] == ["h1", "h2", "h3"]
+        assert await served(ssh, service) == ["1.0.0"] * 3
+        assert slots_of(ssh, service) == ["blue"] * 3
+        assert [await version_at(h.address, ports[1]) for h in ssh.hosts] == [None] * 3
+    finally:
+        stop_services(ssh, service)

@@ -6,8 +6,9 @@ release's ``settings`` hold for this target. Defaults live here as named constan
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,6 +19,12 @@ DEFAULT_HEALTH_TIMEOUT_S = 30.0
 DEFAULT_HEALTH_INTERVAL_S = 0.5
 DEFAULT_APPLIED_KEEP = 1000
 DEFAULT_RESTART = "{root}/{service}/current/run.sh restart"
+
+Slot = Literal["blue", "green"]
+SLOTS: tuple[Slot, Slot] = ("blue", "green")
+#: what every template may use; ``SLOT_FIELDS`` only with two slots (``ports`` set)
+FIELDS = frozenset({"root", "service", "environment", "version", "release_dir", "host", "name"})
+SLOT_FIELDS = frozenset({"slot", "port", "slot_dir"})
 
 
 class HostSpec(BaseModel):
@@ -75,9 +82,15 @@ class Inventory(BaseModel):
 class SshSettings(Inventory):
     """Release settings of the ``ssh`` target: the inventory plus how to deploy.
 
-    Templates (``restart``, hooks, ``health_command``, ``health_url``) take
-    ``{root}``, ``{service}``, ``{environment}``, ``{version}``, ``{release_dir}``,
-    ``{host}`` (address) and ``{name}`` (host name)."""
+    Templates (``restart``, hooks, ``health_command``, ``health_url``, ``url``,
+    ``stop_command``, ``switch_command``) take ``{root}``, ``{service}``,
+    ``{environment}``, ``{version}``, ``{release_dir}``, ``{host}`` (address) and
+    ``{name}`` (host name); with ``ports`` also ``{slot}``, ``{port}`` and
+    ``{slot_dir}`` (``<root>/<service>/slots/<slot>``).
+
+    ``ports`` turns on two slots per host (blue-green): each slot is a symlink to a
+    release, ``current`` points at the active slot, and every step (``rolling``
+    too) starts the new version in the other slot before ``current`` moves."""
 
     restart: str = DEFAULT_RESTART
     pre: list[str] = Field(default_factory=list)
@@ -89,6 +102,14 @@ class SshSettings(Inventory):
     artifact_sha256: str | None = None
     batch_size: int | None = Field(default=None, ge=1)
     max_unavailable: int | None = Field(default=None, ge=1)
+    #: the port of each slot, e.g. ``{blue: 8080, green: 8081}``; None: one release at a time
+    ports: dict[Slot, int] | None = None
+    #: stops one slot (required with ``ports``)
+    stop_command: str | None = None
+    #: run on a host after its ``current`` moved to another slot (e.g. reload a proxy)
+    switch_command: str | None = None
+    #: an instance's URL, reported by ``status`` per host (e.g. ``http://{host}:{port}``)
+    url: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -98,8 +119,48 @@ class SshSettings(Inventory):
             data = {**data, "artifact_sha256": value}
         return data
 
+    @model_validator(mode="after")
+    def _check_slots(self) -> SshSettings:
+        if self.ports is not None:
+            if set(self.ports) != set(SLOTS) or self.ports["blue"] == self.ports["green"]:
+                raise ValueError(f"ports needs two different ports for blue and green, got {self.ports}")
+            if self.stop_command is None:
+                raise ValueError("two slots (ports) need a stop_command to stop the old one")
+        known = FIELDS | SLOT_FIELDS if self.ports is not None else FIELDS
+        for name, template in self.templates().items():
+            unknown = _fields(template) - known
+            if unknown:
+                hint = " (slot fields need ports)" if unknown & SLOT_FIELDS else ""
+                raise ValueError(f"{name}: unknown template field(s) {sorted(unknown)}{hint}")
+        return self
+
+    @property
+    def slotted(self) -> bool:
+        return self.ports is not None
+
+    def templates(self) -> dict[str, str]:
+        named = {
+            "restart": self.restart,
+            "health_command": self.health_command,
+            "health_url": self.health_url,
+            "stop_command": self.stop_command,
+            "switch_command": self.switch_command,
+            "url": self.url,
+        }
+        named |= {f"pre[{i}]": hook for i, hook in enumerate(self.pre)}
+        named |= {f"post[{i}]": hook for i, hook in enumerate(self.post)}
+        return {name: t for name, t in named.items() if t is not None}
+
     def inventory(self) -> Inventory:
         return Inventory.model_validate(self.model_dump(include={"root", "hosts", "groups", "group"}))
+
+
+def _fields(template: str) -> set[str]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"bad template {template!r}: {exc}") from exc
+    return {f.split(".", 1)[0].split("[", 1)[0] for _, f, _, _ in parsed if f is not None}
 
 
 class SshTargetConfig(BaseModel):

@@ -1,4 +1,4 @@
-"""One host over SSH: run a command, upload a file, read and switch ``current``.
+"""One host over SSH: run a command, upload a file, read the layout, switch a link.
 
 Every failure becomes ``HostFailed`` naming the host; key material never appears
 in a message (only the path of the key file is known here).
@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncssh
 
 from adapters.targets.ssh.config import HostSpec
+from adapters.targets.ssh.layout import Layout, SlotState
 
 
 class HostFailed(Exception):
@@ -56,19 +57,36 @@ class HostSession:
         except (OSError, asyncssh.Error) as exc:
             raise HostFailed(self.spec.name, f"upload: {type(exc).__name__}: {exc}") from exc
 
-    async def read_current(self, link: str) -> str | None:
-        """Where ``link`` points, or ``None`` when there is no such symlink."""
-        out = await self.run(f"if [ -L {q(link)} ]; then readlink {q(link)}; fi", what="read current")
-        return out.strip() or None
+    async def read_layout(self, base: str) -> Layout:
+        """``current``, both slot links and their running markers, in one round trip."""
+        script = (
+            f"b={q(base)}; for l in current slots/blue slots/green; do"
+            ' if [ -L "$b/$l" ]; then readlink "$b/$l"; else echo; fi; done;'
+            ' for s in blue green; do if [ -e "$b/slots/$s.running" ]; then echo 1; else echo 0; fi; done'
+        )
+        lines = (await self.run(script, what="read layout")).split("\n")
+        if len(lines) < 5:
+            raise HostFailed(self.spec.name, f"read layout: unexpected output {lines!r}")
+        current, blue, green, blue_running, green_running = lines[:5]
+        return Layout(
+            base=base,
+            current=current or None,
+            blue=SlotState(release=blue or None, running=blue_running == "1"),
+            green=SlotState(release=green or None, running=green_running == "1"),
+        )
 
     async def switch(self, link: str, target: str | None) -> None:
         """Point ``link`` at ``target`` atomically (a temp link renamed over it);
         ``None`` removes the link."""
         if target is None:
-            await self.run(f"rm -f {q(link)}", what="remove current")
+            await self.run(f"rm -f {q(link)}", what=f"remove {link.rsplit('/', 1)[-1]}")
             return
         tmp = f"{link}.tmp-{uuid.uuid4().hex[:8]}"
-        await self.run(f"ln -sfn {q(target)} {q(tmp)} && mv -T {q(tmp)} {q(link)}", what="switch current")
+        parent = link.rsplit("/", 1)[0]
+        await self.run(
+            f"mkdir -p {q(parent)} && ln -sfn {q(target)} {q(tmp)} && mv -T {q(tmp)} {q(link)}",
+            what=f"switch {link.rsplit('/', 1)[-1]}",
+        )
 
 
 def q(value: str) -> str:

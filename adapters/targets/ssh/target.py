@@ -1,11 +1,34 @@
 """``SshTarget``: a service on plain hosts over SSH.
 
-On each host a release lives in ``<root>/<service>/releases/<version>`` and
-``<root>/<service>/current`` points at the one that runs, switched atomically.
-A ``rolling`` step goes through the hosts in batches of ``min(batch_size,
-max_unavailable)``: upload and check the artifact, pre hooks, switch, restart,
-health check, post hooks. A host that fails stops the step; the hosts already
-switched stay switched for ``restore``. Settings: see ``config.SshSettings``.
+On each host a release lives in ``<root>/<service>/releases/<version>`` (uploaded
+by SFTP and checked against its sha256) and ``<root>/<service>/current`` says what
+serves, switched atomically (a temp link renamed over it). Two layouts, chosen by
+the release settings (``config.SshSettings``):
+
+- one release at a time (no ``ports``): ``current -> releases/<v>``. ``rolling``
+  goes through the hosts in batches of ``min(batch_size, max_unavailable)``:
+  install, pre hooks, switch, restart, health, post hooks.
+- two slots (``ports: {blue: 8080, green: 8081}``): ``slots/{blue,green}`` name a
+  release each and ``current -> slots/<active>``; ``{slot}``/``{port}`` fill the
+  templates. ``preview`` starts the release in the inactive slot on every host and
+  checks its health, traffic unchanged; ``switch`` moves ``current`` to it in
+  batches and runs ``switch_command`` (e.g. reload a proxy); ``scale_down`` stops
+  the other slot with ``stop_command``. ``rolling`` does all three per host.
+  Which slots run is kept in a marker beside each slot (see ``layout.py``).
+
+A host that fails stops the step after its batch, and the hosts the step changed
+are put back as they were before it (``detail.rolled_back``); the step fails
+naming the host. ``preview`` and ``scale_down`` move no traffic and put nothing back.
+
+``snapshot`` records every host's layout (``current``, slot links, which slots
+run) with the settings; ``restore`` converges each host to it: start what ran,
+move ``current``, stop what did not run. A host that cannot be reached does not
+stop the others; the restore then fails naming it, is not recorded as applied,
+and the same restore (same step id or another) converges once the host is back.
+
+Every step and restore is idempotent by id: the target records applied ids in
+its state dir and returns the recorded result (``already_applied``); a failed
+one is not recorded, so re-driving it retries.
 """
 
 from __future__ import annotations
@@ -15,30 +38,42 @@ import hashlib
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 from pydantic import ValidationError
 
 from adapters.targets import Capabilities, Release, Snapshot, Step, StepResult, TargetStatus, Track
-from adapters.targets.ssh.config import HostSpec, Inventory, SshSettings, SshTargetConfig
-from adapters.targets.ssh.host import HostFailed, HostSession, connect, q
+from adapters.targets.ssh.config import SLOTS, HostSpec, Slot, SshSettings, SshTargetConfig
+from adapters.targets.ssh.host import HostFailed, connect
+from adapters.targets.ssh.hostops import Artifact, HostOps, template_values
+from adapters.targets.ssh.layout import Layout, service_dir, version_of
 from events.errors import AdapterUnavailable, InvalidInput
 
-FORMAT = 1
-DIGEST_FILE = ".shiplog-sha256"
+FORMAT = 2
+BLUE_GREEN = ("preview", "switch", "scale_down")
+T = TypeVar("T")
 
 
 class StepRefused(Exception):
     """The step cannot run as given (e.g. a digest mismatch); nothing was changed."""
 
 
+class StepFailed(Exception):
+    """The step failed on some hosts; ``detail`` says which and what was put back."""
+
+    def __init__(self, error: str, detail: dict[str, Any]) -> None:
+        self.detail = detail
+        super().__init__(error)
+
+
 class SshTarget:
     TYPE = "ssh"
-    capabilities = Capabilities(traffic_split=False, two_colours=False)
+    capabilities = Capabilities(traffic_split=False, two_colours=True)
 
     def __init__(self, config: SshTargetConfig) -> None:
         self.config = config
@@ -47,67 +82,81 @@ class SshTarget:
     # -- the Target protocol ---------------------------------------------------------
 
     async def snapshot(self, service: str, environment: str) -> Snapshot:
-        """The ``current`` target of every host (``None`` where there is none), with
-        the inventory and restart command, enough for ``restore``."""
-        inventory, restart = self._inventory(service, environment)
-        current: dict[str, str | None] = {}
-        for spec in inventory.all_hosts():
-            try:
-                async with self._connect(spec) as host:
-                    current[spec.name] = await host.read_current(_link(inventory.root_of(spec), service))
-            except HostFailed as exc:
-                raise AdapterUnavailable(str(exc)) from exc
-        versions = {Path(t).name for t in current.values() if t}
+        """Every host's layout (``current``, slots, which run) with the settings,
+        enough for ``restore``; ``AdapterUnavailable`` naming any host not reached."""
+        settings = self._settings_of(service, environment)
+        layouts, failed = await self._layouts(settings, service)
+        if failed:
+            raise AdapterUnavailable("; ".join(str(e) for e in failed))
+        versions = {version_of(s) for s in (layout.serving() for layout in layouts.values()) if s}
         return Snapshot(
             service=service,
             environment=environment,
             version=versions.pop() if len(versions) == 1 else None,
             state={
                 "format": FORMAT,
-                "inventory": inventory.model_dump(mode="json"),
-                "restart": restart,
-                "current": current,
+                "settings": settings.model_dump(mode="json"),
+                "hosts": {name: layout.to_json() for name, layout in layouts.items()},
             },
         )
 
     async def apply(self, step: Step) -> StepResult:
-        """Roll the release across the hosts; a step id already applied returns its
+        """Bring the hosts to the step's state; a step id already applied returns its
         recorded result with ``already_applied=True``."""
-        if step.kind != "rolling":
-            raise InvalidInput(f"ssh target: step kind {step.kind!r} is not supported (only 'rolling')")
+        if step.kind not in ("rolling", *BLUE_GREEN):
+            raise InvalidInput(
+                f"ssh target: step kind {step.kind!r} is not supported "
+                "(rolling, preview, switch, scale_down; no traffic split)"
+            )
+        settings = _settings(step.release)
+        if step.kind in BLUE_GREEN and not settings.slotted:
+            raise InvalidInput(f"ssh target: {step.kind} needs two slots: set ports {{blue, green}}")
         release = step.release
         return await self._once(
             release.service,
             release.environment,
             key=f"{step.deployment_id}/{step.step_id}",
             step_id=step.step_id,
-            action=lambda: self._rolling(step),
+            action=lambda: self._step(step, settings),
         )
 
     async def status(self, service: str, environment: str) -> TargetStatus:
-        """The versions ``current`` points at, weighted by their share of hosts;
-        ``reachable`` is whether every host answered."""
-        inventory, _ = self._inventory(service, environment)
-        counts: dict[str, int] = {}
-        reachable = True
-        for spec in inventory.all_hosts():
-            try:
-                async with self._connect(spec) as host:
-                    target = await host.read_current(_link(inventory.root_of(spec), service))
-            except HostFailed:
-                reachable = False
-                continue
-            if target:
-                counts[Path(target).name] = counts.get(Path(target).name, 0) + 1
-        total = sum(counts.values()) or 1
+        """The versions ``current`` leads to, weighted by their share of hosts (role
+        ``active`` with slots, else ``stable``), and releases running only in an
+        inactive slot as ``preview`` at 0; ``reachable`` is whether every host answered."""
+        settings = self._settings_of(service, environment)
+        layouts, failed = await self._layouts(settings, service)
+        specs = {spec.name: spec for spec in settings.all_hosts()}
+        hosts_of: Counter[str] = Counter()
+        serving: dict[str, list[str]] = {}  # version: urls
+        idle: dict[str, list[str]] = {}
+        for name, layout in layouts.items():
+            active = layout.active_slot()
+            release = layout.serving()
+            if release:
+                hosts_of[version_of(release)] += 1
+                serving.setdefault(version_of(release), []).extend(
+                    self._urls(settings, specs[name], service, environment, release, active)
+                )
+            for slot in SLOTS:
+                state = layout.slot(slot)
+                if slot != active and state.running and state.release and state.release != release:
+                    idle.setdefault(version_of(state.release), []).extend(
+                        self._urls(settings, specs[name], service, environment, state.release, slot)
+                    )
+        total = sum(hosts_of.values()) or 1
+        role: Literal["active", "stable"] = "active" if settings.slotted else "stable"
         tracks = [
-            Track(version=v, role="stable", weight=round(100 * n / total)) for v, n in sorted(counts.items())
+            Track(version=v, role=role, weight=round(100 * hosts_of[v] / total), urls=serving[v])
+            for v in sorted(serving)
         ]
-        return TargetStatus(service=service, environment=environment, reachable=reachable, tracks=tracks)
+        tracks += [Track(version=v, role="preview", urls=idle[v]) for v in sorted(idle) if v not in serving]
+        return TargetStatus(service=service, environment=environment, reachable=not failed, tracks=tracks)
 
     async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
-        """Point ``current`` on every host back where the snapshot saw it and restart
-        where it changed; idempotent by ``step_id`` and harmless twice."""
+        """Converge every host to the snapshot's layout, restarting what changed;
+        idempotent by ``step_id`` and harmless twice. A host not reached fails the
+        restore (the others are restored) and nothing is recorded, so it can be retried."""
         key = f"restore/{step_id}/{_digest(snapshot.model_dump(mode='json'))}"
         return await self._once(
             snapshot.service,
@@ -117,12 +166,18 @@ class SshTarget:
             action=lambda: self._restore(snapshot),
         )
 
-    # -- rolling ---------------------------------------------------------------------
+    # -- steps -------------------------------------------------------------------------
 
-    async def _rolling(self, step: Step) -> dict[str, Any]:
+    async def _step(self, step: Step, settings: SshSettings) -> dict[str, Any]:
         release = step.release
-        settings = _settings(release)
         self._remember(release.service, release.environment, settings)
+        hosts = settings.all_hosts()
+        batch = min(settings.batch_size or step.batch_size, settings.max_unavailable or len(hosts))
+        if step.kind == "scale_down":
+            stopped = await self._across(
+                settings, release, None, hosts, len(hosts), lambda ops: ops.scale_down(release.version)
+            )
+            return {"version": release.version, "stopped": {n: s for n, s in stopped.items() if s}}
         artifact = await _local_artifact(release.artifact)
         try:
             digest = _file_sha256(artifact.path)
@@ -131,100 +186,176 @@ class SshTarget:
                     "artifact digest mismatch: "
                     f"expected sha256:{settings.artifact_sha256}, got sha256:{digest}"
                 )
-            hosts = settings.all_hosts()
-            size = min(settings.batch_size or step.batch_size, settings.max_unavailable or len(hosts))
-            done: list[str] = []
-            for start in range(0, len(hosts), size):
-                batch = hosts[start : start + size]
-                outcomes = await asyncio.gather(
-                    *(self._deploy_host(spec, release, settings, artifact.path, digest) for spec in batch),
-                    return_exceptions=True,
+            art = Artifact(artifact.path, digest)
+            version = release.version
+            if step.kind == "preview":
+                slots = await self._across(
+                    settings, release, art, hosts, len(hosts), lambda o: o.preview(version)
                 )
-                done += [spec.name for spec, o in zip(batch, outcomes, strict=True) if o is True]
-                failed: list[HostFailed] = []
-                for outcome in outcomes:
-                    if isinstance(outcome, HostFailed):
-                        failed.append(outcome)
-                    elif isinstance(outcome, BaseException):
-                        raise outcome
-                if failed:
-                    raise _RollingStopped(failed, done)
-            return {"version": release.version, "hosts": done, "sha256": digest}
+                return {"version": version, "hosts": list(slots), "slots": slots, "sha256": digest}
+            if step.kind == "switch":
+                moved = await self._across(
+                    settings, release, art, hosts, batch, lambda o: o.switch(version), roll_back=True
+                )
+                return {
+                    "version": version,
+                    "hosts": list(moved),
+                    "switched": [n for n, m in moved.items() if m],
+                }
+            deploy: Callable[[HostOps], Awaitable[None]] = (
+                (lambda o: o.rolling_slotted(version))
+                if settings.slotted
+                else (lambda o: o.deploy_single(version))
+            )
+            done = await self._across(settings, release, art, hosts, batch, deploy, roll_back=True)
+            return {"version": version, "hosts": list(done), "sha256": digest}
         finally:
             artifact.cleanup()
 
-    async def _deploy_host(
-        self, spec: HostSpec, release: Release, settings: SshSettings, artifact: Path, digest: str
-    ) -> bool:
-        root = settings.root_of(spec)
-        release_dir = f"{root}/{release.service}/releases/{release.version}"
-        values = _values(root, release.service, release.environment, release.version, spec)
-        async with self._connect(spec) as host:
-            marker = f"{release_dir}/{DIGEST_FILE}"
-            have = await host.run(f"cat {q(marker)} 2>/dev/null || true", what="read release digest")
-            if have.strip() != digest:
-                await self._upload(host, artifact, release_dir, digest)
-            for hook in settings.pre:
-                await host.run(_cd(release_dir, hook.format(**values)), what=f"pre hook {hook!r}")
-            link = _link(root, release.service)
-            await host.switch(link, release_dir)
-            await host.run(_cd(release_dir, settings.restart.format(**values)), what="restart")
-            await self._health(host, settings, values)
-            for hook in settings.post:
-                await host.run(_cd(release_dir, hook.format(**values)), what=f"post hook {hook!r}")
-        return True
+    async def _across(
+        self,
+        settings: SshSettings,
+        release: Release,
+        artifact: Artifact | None,
+        hosts: list[HostSpec],
+        size: int,
+        op: Callable[[HostOps], Awaitable[T]],
+        *,
+        roll_back: bool = False,
+    ) -> dict[str, T]:
+        """``op`` on the hosts, ``size`` at a time; after a batch with a failure stop,
+        put back the hosts touched (``roll_back``) and raise ``StepFailed``."""
+        before: dict[str, Layout] = {}
 
-    async def _upload(self, host: HostSession, artifact: Path, release_dir: str, digest: str) -> None:
-        partial = f"{release_dir}.partial"
-        await host.run(f"rm -rf {q(partial)} && mkdir -p {q(partial)}", what="prepare release dir")
-        remote = f"{partial}/{artifact.name}"
-        await host.upload(artifact, remote)
-        got = (await host.run(f"sha256sum {q(remote)}", what="digest")).split()[:1]
-        if got != [digest]:
-            raise HostFailed(host.spec.name, f"uploaded artifact digest {got} != sha256:{digest}")
-        if _is_tarball(artifact.name):
-            unpack = f"tar -xf {q(remote)} -C {q(partial)} && rm -f {q(remote)}"
-            await host.run(unpack, what="unpack artifact")
-        else:
-            await host.run(f"chmod +x {q(remote)}", what="chmod artifact")
-        finish = (
-            f"printf %s {q(digest)} > {q(partial + '/' + DIGEST_FILE)}"
-            f" && rm -rf {q(release_dir)} && mv -T {q(partial)} {q(release_dir)}"
-        )
-        await host.run(finish, what="install release")
+        async def on_host(spec: HostSpec) -> T:
+            async with self._connect(spec) as host:
+                ops = self._ops(host, settings, release.service, release.environment, artifact)
+                before[spec.name] = await ops.layout()
+                return await op(ops)
 
-    async def _health(self, host: HostSession, settings: SshSettings, values: dict[str, str]) -> None:
-        if settings.health_command is None and settings.health_url is None:
-            return
-        deadline = asyncio.get_running_loop().time() + settings.health_timeout
-        while True:
-            if await _healthy(host, settings, values):
-                return
-            if asyncio.get_running_loop().time() >= deadline:
-                raise HostFailed(host.spec.name, f"not healthy within {settings.health_timeout}s")
-            await asyncio.sleep(self.config.health_interval)
+        done: dict[str, T] = {}
+        for start in range(0, len(hosts), size):
+            outcomes = await _gather(hosts[start : start + size], on_host)
+            failed = [o for o in outcomes.values() if isinstance(o, HostFailed)]
+            done |= {n: o for n, o in outcomes.items() if not isinstance(o, HostFailed)}
+            if failed:
+                detail: dict[str, Any] = {"failed_hosts": [e.host for e in failed], "switched": list(done)}
+                errors = [str(e) for e in failed]
+                if roll_back:
+                    back, broken = await self._converge(
+                        settings, release.service, release.environment, before
+                    )
+                    detail |= {"rolled_back": back, "rollback_failed": [e.host for e in broken]}
+                    errors += [f"rollback: {e}" for e in broken]
+                raise StepFailed("; ".join(errors), detail)
+        return done
 
     # -- restore ---------------------------------------------------------------------
 
     async def _restore(self, snapshot: Snapshot) -> dict[str, Any]:
-        inventory = Inventory.model_validate(snapshot.state["inventory"])
-        restart: str = snapshot.state["restart"]
-        current: dict[str, str | None] = snapshot.state["current"]
-        restored: list[str] = []
-        for spec in inventory.all_hosts():
-            wanted = current.get(spec.name)
-            root = inventory.root_of(spec)
-            link = _link(root, snapshot.service)
-            async with self._connect(spec) as host:
-                if await host.read_current(link) == wanted:
-                    continue
-                await host.switch(link, wanted)
-                if wanted is not None:
-                    version = Path(wanted).name
-                    values = _values(root, snapshot.service, snapshot.environment, version, spec)
-                    await host.run(_cd(wanted, restart.format(**values)), what="restart")
-                restored.append(spec.name)
+        state = _upcast_snapshot_state(snapshot.state)
+        settings = SshSettings.model_validate(state["settings"])
+        service, environment = snapshot.service, snapshot.environment
+        wanted = {
+            spec.name: Layout.from_json(
+                service_dir(settings.root_of(spec), service), state["hosts"].get(spec.name, {})
+            )
+            for spec in settings.all_hosts()
+        }
+        restored, failed = await self._converge(settings, service, environment, wanted)
+        if failed:
+            names = ", ".join(e.host for e in failed)
+            raise StepFailed(
+                f"restore incomplete, not restored: {names}: " + "; ".join(str(e) for e in failed),
+                {"restored": restored, "failed_hosts": [e.host for e in failed]},
+            )
         return {"restored": restored, "version": snapshot.version}
+
+    async def _converge(
+        self, settings: SshSettings, service: str, environment: str, wanted: dict[str, Layout]
+    ) -> tuple[list[str], list[HostFailed]]:
+        """Every host of ``wanted`` to its layout, in batches, all of them whatever
+        fails: the hosts changed and the failures."""
+        stop_settings = self._stop_settings(settings, service, environment)
+
+        async def on_host(spec: HostSpec) -> bool:
+            async with self._connect(spec) as host:
+                ops = self._ops(host, settings, service, environment, None, stop_settings)
+                return await ops.converge(wanted[spec.name])
+
+        hosts = [spec for spec in settings.all_hosts() if spec.name in wanted]
+        size = min(settings.batch_size or 1, settings.max_unavailable or len(hosts))
+        changed: list[str] = []
+        failed: list[HostFailed] = []
+        for start in range(0, len(hosts), size):
+            outcomes = await _gather(hosts[start : start + size], on_host)
+            changed += [n for n, o in outcomes.items() if o is True]
+            failed += [o for o in outcomes.values() if isinstance(o, HostFailed)]
+        return changed, failed
+
+    def _stop_settings(self, settings: SshSettings, service: str, environment: str) -> SshSettings | None:
+        """Settings that can stop a slot when ``settings`` (an older snapshot's) cannot."""
+        if settings.stop_command is not None:
+            return None
+        try:
+            latest = self._settings_of(service, environment)
+        except InvalidInput:  # a target that never deployed this service
+            return None
+        return latest if latest.stop_command is not None else None
+
+    # -- hosts -------------------------------------------------------------------------
+
+    async def _layouts(
+        self, settings: SshSettings, service: str
+    ) -> tuple[dict[str, Layout], list[HostFailed]]:
+        async def read(spec: HostSpec) -> Layout:
+            async with self._connect(spec) as host:
+                return await host.read_layout(service_dir(settings.root_of(spec), service))
+
+        outcomes = await _gather(settings.all_hosts(), read)
+        layouts = {n: o for n, o in outcomes.items() if not isinstance(o, HostFailed)}
+        return layouts, [o for o in outcomes.values() if isinstance(o, HostFailed)]
+
+    def _urls(
+        self,
+        settings: SshSettings,
+        spec: HostSpec,
+        service: str,
+        environment: str,
+        release: str,
+        slot: Slot | None,
+    ) -> list[str]:
+        if settings.url is None:
+            return []
+        values = template_values(settings, spec, service, environment, version_of(release), slot)
+        try:
+            return [settings.url.format(**values)]
+        except KeyError:  # a host still on one release while the settings have slots
+            return []
+
+    def _ops(
+        self,
+        host: Any,
+        settings: SshSettings,
+        service: str,
+        environment: str,
+        artifact: Artifact | None,
+        stop_settings: SshSettings | None = None,
+    ) -> HostOps:
+        return HostOps(
+            host,
+            settings,
+            service=service,
+            environment=environment,
+            health_interval=self.config.health_interval,
+            artifact=artifact,
+            stop_settings=stop_settings,
+        )
+
+    def _connect(self, spec: HostSpec) -> Any:
+        return connect(
+            spec, connect_timeout=self.config.connect_timeout, command_timeout=self.config.command_timeout
+        )
 
     # -- record ------------------------------------------------------------------------
 
@@ -237,6 +368,7 @@ class SshTarget:
         step_id: str,
         action: Callable[[], Awaitable[dict[str, Any]]],
     ) -> StepResult:
+        """Run ``action`` unless ``key`` is recorded; only a success is recorded."""
         async with self._locks.setdefault((service, environment), asyncio.Lock()):
             record = self._load(service, environment)
             recorded = record["applied"].get(key)
@@ -246,13 +378,8 @@ class SshTarget:
                 detail = await action()
             except StepRefused as exc:
                 return StepResult(step_id=step_id, ok=False, error=str(exc), detail={"changed": []})
-            except _RollingStopped as exc:
-                return StepResult(
-                    step_id=step_id,
-                    ok=False,
-                    error="; ".join(str(e) for e in exc.failed),
-                    detail={"failed_hosts": [e.host for e in exc.failed], "switched": exc.done},
-                )
+            except StepFailed as exc:
+                return StepResult(step_id=step_id, ok=False, error=str(exc), detail=exc.detail)
             except HostFailed as exc:
                 return StepResult(
                     step_id=step_id, ok=False, error=str(exc), detail={"failed_hosts": [exc.host]}
@@ -271,7 +398,7 @@ class SshTarget:
     def _load(self, service: str, environment: str) -> dict[str, Any]:
         path = self._path(service, environment)
         if not path.exists():
-            return {"format": FORMAT, "applied": {}, "inventory": None, "restart": None}
+            return {"format": FORMAT, "applied": {}, "settings": None}
         data: dict[str, Any] = json.loads(path.read_text())
         return data
 
@@ -284,33 +411,48 @@ class SshTarget:
 
     def _remember(self, service: str, environment: str, settings: SshSettings) -> None:
         record = self._load(service, environment)
-        record["inventory"] = settings.inventory().model_dump(mode="json")
-        record["restart"] = settings.restart
+        record["settings"] = settings.model_dump(mode="json")
         self._save(service, environment, record)
 
-    def _inventory(self, service: str, environment: str) -> tuple[Inventory, str]:
-        """The environment's inventory: the last one a release named, else the config's."""
+    def _settings_of(self, service: str, environment: str) -> SshSettings:
+        """The settings of the last release applied (format 1 records kept only the
+        inventory and restart), else the config's inventory for the environment."""
         record = self._load(service, environment)
+        if record.get("settings"):
+            return SshSettings.model_validate(record["settings"])
         if record.get("inventory"):
-            return Inventory.model_validate(record["inventory"]), record["restart"]
+            return SshSettings.model_validate({**record["inventory"], "restart": record["restart"]})
         if environment in self.config.environments:
-            return self.config.environments[environment], SshSettings.model_fields["restart"].default
+            return SshSettings.model_validate(self.config.environments[environment].model_dump(mode="json"))
         raise InvalidInput(f"ssh target: no inventory for {service}/{environment}")
 
-    def _connect(self, spec: HostSpec) -> Any:
-        return connect(
-            spec, connect_timeout=self.config.connect_timeout, command_timeout=self.config.command_timeout
-        )
+
+def _upcast_snapshot_state(state: dict[str, Any]) -> dict[str, Any]:
+    """Format 1 kept ``inventory``, ``restart`` and ``current`` per host."""
+    if state.get("format", 1) == 1:
+        return {
+            "format": 2,
+            "settings": {**state["inventory"], "restart": state["restart"]},
+            "hosts": {name: {"current": target} for name, target in state["current"].items()},
+        }
+    return state
 
 
-class _RollingStopped(Exception):
-    def __init__(self, failed: list[HostFailed], done: list[str]) -> None:
-        self.failed = failed
-        self.done = done
-        super().__init__("; ".join(str(e) for e in failed))
+async def _gather(
+    hosts: list[HostSpec], action: Callable[[HostSpec], Awaitable[T]]
+) -> dict[str, T | HostFailed]:
+    """``action`` on every host at once: each host's result or its ``HostFailed``;
+    any other exception propagates."""
+    outcomes = await asyncio.gather(*(action(spec) for spec in hosts), return_exceptions=True)
+    out: dict[str, T | HostFailed] = {}
+    for spec, outcome in zip(hosts, outcomes, strict=True):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, HostFailed):
+            raise outcome
+        out[spec.name] = outcome
+    return out
 
 
-class _Artifact:
+class _LocalArtifact:
     def __init__(self, path: Path, tmpdir: tempfile.TemporaryDirectory[str] | None = None) -> None:
         self.path = path
         self._tmpdir = tmpdir
@@ -320,7 +462,7 @@ class _Artifact:
             self._tmpdir.cleanup()
 
 
-async def _local_artifact(artifact: str) -> _Artifact:
+async def _local_artifact(artifact: str) -> _LocalArtifact:
     """The artifact as a local file: a path as is, a URL downloaded to a temp dir."""
     if artifact.startswith(("http://", "https://")):
         tmpdir = tempfile.TemporaryDirectory(prefix="shiplog-ssh-")
@@ -333,26 +475,11 @@ async def _local_artifact(artifact: str) -> _Artifact:
         except aiohttp.ClientError as exc:
             tmpdir.cleanup()
             raise StepRefused(f"artifact download failed: {exc}") from exc
-        return _Artifact(path, tmpdir)
+        return _LocalArtifact(path, tmpdir)
     path = Path(artifact.removeprefix("file://"))
     if not path.is_file():
         raise StepRefused(f"artifact not found: {artifact}")
-    return _Artifact(path)
-
-
-async def _healthy(host: HostSession, settings: SshSettings, values: dict[str, str]) -> bool:
-    command = settings.health_command
-    if command is not None and not await host.succeeds(command.format(**values)):
-        return False
-    if settings.health_url is not None:
-        try:
-            timeout = aiohttp.ClientTimeout(total=5)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                async with session.get(settings.health_url.format(**values)) as response:
-                    return response.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
-    return True
+    return _LocalArtifact(path)
 
 
 def _settings(release: Release) -> SshSettings:
@@ -360,30 +487,6 @@ def _settings(release: Release) -> SshSettings:
         return SshSettings.model_validate(release.settings)
     except ValidationError as exc:
         raise InvalidInput(f"ssh target settings: {exc}") from exc
-
-
-def _values(root: str, service: str, environment: str, version: str, spec: HostSpec) -> dict[str, str]:
-    return {
-        "root": root,
-        "service": service,
-        "environment": environment,
-        "version": version,
-        "release_dir": f"{root}/{service}/releases/{version}",
-        "host": spec.host,
-        "name": spec.name,
-    }
-
-
-def _link(root: str, service: str) -> str:
-    return f"{root}/{service}/current"
-
-
-def _cd(directory: str, command: str) -> str:
-    return f"cd {q(directory)} && {command}"
-
-
-def _is_tarball(name: str) -> bool:
-    return name.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz"))
 
 
 def _file_sha256(path: Path) -> str:

@@ -8,9 +8,13 @@ from pathlib import Path
 from typing import Any
 
 # importing a target's package registers its type
+import adapters.targets.aws  # ecs
+import adapters.targets.azure
 import adapters.targets.dbmigrate
+import adapters.targets.gcp
 import adapters.targets.kubernetes
 import adapters.targets.local
+import adapters.targets.serverless  # lambda
 import adapters.targets.ssh  # noqa: F401
 from adapters.targets import Target, create_target
 
@@ -31,6 +35,23 @@ class TargetPool:
             return {"state_dir": self._home / "targets" / type_}
         if type_ == "kubernetes":
             return {"kubeconfig": os.environ.get("KUBECONFIG")}
+        if type_ in ("ecs", "lambda"):
+            # None leaves each to the AWS SDK's standard chain (AWS_REGION, profile, role)
+            return {
+                "region": os.environ.get("SHIPLOG_AWS_REGION") or None,
+                "endpoint_url": os.environ.get("SHIPLOG_AWS_ENDPOINT_URL") or None,
+                "profile": os.environ.get("SHIPLOG_AWS_PROFILE") or None,
+            }
+        if type_ == "cloud_run":
+            return {
+                "project": os.environ.get("GOOGLE_CLOUD_PROJECT"),
+                "region": os.environ.get("SHIPLOG_GCP_REGION"),
+            }
+        if type_ == "azure_container_apps":
+            return {
+                "subscription_id": os.environ.get("AZURE_SUBSCRIPTION_ID"),
+                "resource_group": os.environ.get("SHIPLOG_AZURE_RESOURCE_GROUP"),
+            }
         return {}
 
     def __call__(self, type_: str, settings: Mapping[str, Any] | None = None) -> Target:

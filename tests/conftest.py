@@ -92,13 +92,25 @@ def topic_prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}."
 
 
+#: ``real_cloud(provider)`` tests are collected only when this variable is set
+REAL_CLOUD_ENV = {"gcp": "SHIPLOG_TEST_GCP_PROJECT", "azure": "SHIPLOG_TEST_AZURE_SUBSCRIPTION"}
+
+
+def _opted_out(item: pytest.Item) -> bool:
+    if item.get_closest_marker("real_cluster") and not os.environ.get("SHIPLOG_TEST_KUBECONFIG"):
+        return True
+    cloud = item.get_closest_marker("real_cloud")
+    if cloud is not None:
+        provider = str(cloud.args[0]) if cloud.args else ""
+        return not os.environ.get(REAL_CLOUD_ENV.get(provider, ""), "")
+    return False
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests against a real Kubernetes cluster are opt-in: without
-    SHIPLOG_TEST_KUBECONFIG they are deselected (not skipped: nothing in the suite
-    skips for want of a component)."""
-    if os.environ.get("SHIPLOG_TEST_KUBECONFIG"):
-        return
-    opt_in = [item for item in items if item.get_closest_marker("real_cluster")]
+    """Tests against a real Kubernetes cluster or a real cloud are opt-in: without
+    SHIPLOG_TEST_KUBECONFIG, or the provider's variable in ``REAL_CLOUD_ENV``, they are
+    deselected (not skipped: nothing in the suite skips for want of a component)."""
+    opt_in = [item for item in items if _opted_out(item)]
     if opt_in:
         config.hook.pytest_deselected(items=opt_in)
         items[:] = [item for item in items if item not in opt_in]

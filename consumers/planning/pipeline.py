@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from adapters.metrics.cloudwatch import MetricQuery
 from adapters.metrics.prometheus import PromQLTemplate, TemplateError, promql_duration
 
 # Defaults, in one place.
@@ -650,7 +651,7 @@ class Load(_Config):
 #: an HTTP header name (RFC 9110 token)
 HeaderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
 #: measurement names of the checks that are not metrics
-RESERVED_CHECK_NAMES = frozenset({"target", "health", "impact", "slo_burn_rate"})
+RESERVED_CHECK_NAMES = frozenset({"target", "health", "impact", "slo_burn_rate", "alarms"})
 
 
 class PrometheusProvider(_Config):
@@ -939,6 +940,51 @@ class Impact(_Config):
             raise ValueError(str(exc)) from None
 
 
+class CloudWatchProvider(_Config):
+    """Where `alarms` are looked up and `cloudwatch_queries` run. Credentials come from
+    the AWS SDK's standard chain of the process running verification."""
+
+    model_config = ConfigDict(title="CloudWatch provider")
+
+    region: str | None = Field(default=None, description="default: the AWS SDK's (AWS_REGION, profile)")
+    endpoint_url: str | None = Field(
+        default=None, pattern=r"^https?://[^/\s]+", description="default: CloudWatch's own endpoint"
+    )
+    timeout_s: float = Field(default=DEFAULT_PROMETHEUS_TIMEOUT_S, gt=0, description="per call")
+
+
+class CloudWatchQueryCheck(_Config):
+    """A CloudWatch metric (or metric-math expression) of the new version, measured
+    `count` times `interval_s` apart: its latest datapoint against `max` and / or
+    `min`. Dimension values and the expression may hold {{service}}, {{environment}}
+    and {{version}}. No datapoint is never a pass."""
+
+    model_config = ConfigDict(title="CloudWatch query check")
+
+    name: str = Field(pattern=NAME_PATTERN, description="names its measurements; unique among the checks")
+    query: MetricQuery = Field(
+        description="namespace, metric, dimensions, stat, period_s (or expression over metrics)",
+        examples=[
+            {
+                "namespace": "AWS/Lambda",
+                "metric": "Errors",
+                "dimensions": {"FunctionName": "{{service}}", "Resource": "{{service}}:{{environment}}"},
+                "stat": "Sum",
+                "period_s": 60,
+            }
+        ],
+    )
+    max: float | None = Field(default=None, description="the value may not be above")
+    min: float | None = Field(default=None, description="the value may not be below")
+    dry_run: bool = Field(default=False, description="measure and record, but never decide the analysis")
+
+    @model_validator(mode="after")
+    def _limits(self) -> CloudWatchQueryCheck:
+        if self.max is None and self.min is None:
+            raise ValueError(f"cloudwatch query {self.name!r} needs `max` or `min`")
+        return self
+
+
 class Analysis(_Config):
     """Health checks plus metric checks, measured `count` times `interval_s` apart.
     Each measurement is Successful, Failed, Inconclusive or Error; missing data never
@@ -996,12 +1042,29 @@ class Analysis(_Config):
         description="users and limits for the user-impact figures every analysis records",
         exclude_if=lambda impact: impact is None,
     )
+    cloudwatch: CloudWatchProvider | None = Field(
+        default=None,
+        description="where `alarms` and `cloudwatch_queries` are read; default: the AWS SDK's region",
+        exclude_if=lambda provider: provider is None,
+    )
+    alarms: list[str] = Field(
+        default_factory=list,
+        description="CloudWatch alarms that roll the deployment back when any is in ALARM, "
+        "looked up at every verification",
+        exclude_if=lambda alarms: not alarms,
+    )
+    cloudwatch_queries: list[CloudWatchQueryCheck] = Field(
+        default_factory=list,
+        description="CloudWatch metric checks beside the PromQL `queries`; empty: none",
+        exclude_if=lambda queries: not queries,
+    )
 
     @model_validator(mode="after")
     def _checks(self) -> Analysis:
         if self.queries and self.prometheus is None:
             raise ValueError("`queries` need a `prometheus` provider to run against")
         names = [m.name for m in self.metrics] + [q.name for q in self.queries]
+        names += [c.name for c in self.cloudwatch_queries]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"check names must be distinct across `metrics` and `queries`: {duplicates}")

@@ -107,7 +107,7 @@ def select_strategy(env: Environment, capabilities: Capabilities) -> tuple[Strat
 def _auto(
     strategy: AutoStrategy, env: Environment, capabilities: Capabilities, target: str
 ) -> tuple[StrategyPlan, str]:
-    metrics = len(env.analysis.metrics) + len(env.analysis.queries)
+    metrics = len(env.analysis.metrics) + len(env.analysis.queries) + len(env.analysis.cloudwatch_queries)
     if capabilities.traffic_split and metrics:
         plan = canary_plan(strategy.replicas, default_canary_steps())
         why = f"{target} can split traffic and the analysis has {metrics} metric check(s)"

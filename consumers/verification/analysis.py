@@ -26,6 +26,7 @@ from typing import Any
 
 from adapters.metrics import QueryResult, Sample, Series, problem_measurement
 from adapters.metrics.prometheus import Track
+from consumers.verification.alarms import ALARMS, measure_alarms, measure_cloudwatch
 from consumers.verification.comparison import JUDGE, gating, measure_judge
 from consumers.verification.facts import Facts, History, Probe, QueryRound
 from consumers.verification.impact import is_informative, measure_impact
@@ -41,7 +42,7 @@ HEALTH = "health"
 #: checks that tolerate no failed and no inconclusive measurement: an instance of
 #: the new version that does not answer its health check is never acceptable, and
 #: neither is an error budget burning over its limit (or not known to burn less)
-STRICT: frozenset[str] = frozenset({HEALTH, SLO})
+STRICT: frozenset[str] = frozenset({HEALTH, SLO, ALARMS})
 #: ``detail.source`` of a query check's measurements
 PROMETHEUS = "prometheus"
 
@@ -324,7 +325,7 @@ def wants_metrics(kind: str, policy: AnalysisPolicy, stable: str | None) -> bool
     """Metrics (and the impact and SLO figures) are measured by an analysis step, and
     after a weight change while a stable version serves beside the canary (otherwise
     there is nothing to split)."""
-    if not (policy.metrics or policy.queries or policy.slo or policy.impact):
+    if not (policy.metrics or policy.queries or policy.slo or policy.impact or policy.cloudwatch_queries):
         return False
     return kind == "analysis" or (kind == "set_weight" and stable is not None)
 
@@ -398,9 +399,12 @@ def measure(
             )
         else:
             out.extend(assess_health(o.url, o.probes, policy.health) for o in facts.health)
+    # alarms are rollback triggers: looked up at every verification, whatever the step
+    out.extend(measure_alarms(facts, policy))
     if wants_metrics(kind, policy, facts.stable):
         out.extend(measure_metrics(facts, policy))
         out.extend(measure_queries(facts, policy))
+        out.extend(measure_cloudwatch(facts, policy))
         out.extend(measure_impact(facts, policy, weight=weight))
         out.extend(measure_slo(facts, policy))
     if wants_judge(kind, policy):

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.metrics import QueryResult
+from adapters.metrics.cloudwatch import AlarmStates
 from consumers.verification.prometheus import VersionCounters
 
 
@@ -145,3 +146,7 @@ class Facts:
     #: previous releases' values of each check compared with them, by check.
     #: None: not read
     history: dict[str, History] | None = None
+    #: the named CloudWatch alarms' states, one lookup per round. None: not looked up
+    alarms: tuple[AlarmStates, ...] | None = None
+    #: every round of every CloudWatch query check: (check name, result). None: not run
+    cloudwatch: tuple[tuple[str, QueryResult], ...] | None = None

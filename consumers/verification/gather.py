@@ -43,6 +43,7 @@ import httpx
 from pydantic import ValidationError
 
 from adapters.metrics import MetricsProvider, QueryResult, create_metrics
+from adapters.metrics.cloudwatch import AlarmStates, CloudWatchMetrics
 from adapters.metrics.prometheus import PrometheusMetrics, QueryContext, QueryTemplate, TemplateError, Track
 from adapters.targets import TargetStatus
 from consumers.deployment.state import DeploymentState
@@ -136,6 +137,28 @@ async def observe(ports: Any, check: Check, policy: AnalysisPolicy, http: aiohtt
     facts = Facts(
         canary=plan.version, stable=stable, status_errors=tuple(errors), status=status_summary(status)
     )
+    # CloudWatch is watched while the rest is measured, so an alarm mid-analysis counts
+    cloudwatch = asyncio.ensure_future(
+        watch_cloudwatch(policy, check, wants_metrics(check.kind, policy, stable), clock_of(ports))
+    )
+    try:
+        facts = await _observe_target(ports, check, policy, http, status, stable, facts)
+    except BaseException:
+        cloudwatch.cancel()
+        raise
+    return replace(facts, **await cloudwatch)
+
+
+async def _observe_target(
+    ports: Any,
+    check: Check,
+    policy: AnalysisPolicy,
+    http: aiohttp.ClientSession,
+    status: TargetStatus,
+    stable: str | None,
+    facts: Facts,
+) -> Facts:
+    plan = check.plan
     if policy.health is not None:
         urls = list(dict.fromkeys(u for t in status.tracks if t.version == plan.version for u in t.urls))
         health = await asyncio.gather(*(probe_instance(http, url, policy.health) for url in urls))
@@ -335,6 +358,54 @@ async def measure_traffic(
             measured += 1
         baseline = True
     return tuple(attempts), load
+
+
+# --- CloudWatch --------------------------------------------------------------------
+
+
+async def watch_cloudwatch(
+    policy: AnalysisPolicy, check: Check, metrics: bool, clock: Clock
+) -> dict[str, Any]:
+    """The named alarms' states and (when ``metrics``) every CloudWatch query check's
+    result, once per round: ``count`` rounds ``interval_s`` apart at an analysis
+    step, one after any other step. Never raises: a failed call is in the result."""
+    queries = policy.cloudwatch_queries if metrics else []
+    if not policy.alarms and not queries:
+        return {}
+    settings = policy.cloudwatch
+    source = CloudWatchMetrics.from_config(
+        {}
+        if settings is None
+        else {
+            "region": settings.region,
+            "endpoint_url": settings.endpoint_url,
+            "timeout_s": settings.timeout_s,
+        }
+    )
+    plan = check.plan
+    texts = [(q.name, q.rendered(plan.service, plan.environment, plan.version).text()) for q in queries]
+    rounds = policy.count if check.kind == "analysis" else 1
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    alarms: list[AlarmStates] = []
+    results: list[tuple[str, QueryResult]] = []
+    for n in range(rounds):
+        if n:
+            await asyncio.sleep(max(0.0, started + n * policy.interval_s - loop.time()))
+        at = clock()
+        jobs: list[Any] = [source.query(text, at) for _, text in texts]
+        if policy.alarms:
+            jobs.append(source.alarm_states(policy.alarms))
+        answers = await asyncio.gather(*jobs)
+        results += [(name, answer) for (name, _), answer in zip(texts, answers, strict=False)]
+        if policy.alarms:
+            alarms.append(answers[-1])
+    out: dict[str, Any] = {}
+    if policy.alarms:
+        out["alarms"] = tuple(alarms)
+    if queries:
+        out["cloudwatch"] = tuple(results)
+    return out
 
 
 # --- query checks ------------------------------------------------------------------

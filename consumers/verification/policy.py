@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from adapters.metrics.cloudwatch import MetricQuery
 from adapters.metrics.prometheus import PromQLTemplate, TemplateError, Track, promql_duration
 from consumers.verification.judge import (
     DEFAULT_CONFIDENCE,
@@ -66,7 +67,9 @@ DEFAULT_MAX_BURN_RATE = 14.4
 #: how many previous successful releases a ``max_increase_pct_vs_previous`` compares with
 DEFAULT_PREVIOUS_RELEASES = 3
 #: measurement names of the checks that are not metrics
-RESERVED_NAMES = frozenset({"target", "health", "impact", "slo_burn_rate"})
+RESERVED_NAMES = frozenset({"target", "health", "impact", "slo_burn_rate", "alarms"})
+#: what a CloudWatch query's dimension values and expression may name
+CLOUDWATCH_PLACEHOLDERS = ("service", "environment", "version")
 
 MetricName = Literal["error_rate", "latency_p99"]
 Compare = Literal["stable", "baseline", "none"]
@@ -369,6 +372,58 @@ class ImpactPolicy(_Policy):
             raise ValueError(str(exc)) from None
 
 
+class CloudWatchSettings(_Policy):
+    """Where alarms are looked up and CloudWatch queries run; credentials come from
+    the AWS SDK's standard chain of the process running verification."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    timeout_s: float = Field(default=DEFAULT_PROMETHEUS_TIMEOUT_S, gt=0)
+
+
+class CloudWatchCheck(_Policy):
+    """A CloudWatch metric query of the new version, measured ``count`` times
+    ``interval_s`` apart and judged against ``max`` and / or ``min``. Dimension
+    values and the expression may hold ``{{service}}``, ``{{environment}}`` and
+    ``{{version}}``. No datapoint is never a pass."""
+
+    name: str = Field(min_length=1)
+    query: MetricQuery
+    max: float | None = None
+    min: float | None = None
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _has_a_limit(self) -> CloudWatchCheck:
+        if self.max is None and self.min is None:
+            raise ValueError(f"cloudwatch query {self.name!r} needs `max` or `min`")
+        return self
+
+    def rendered(self, service: str, environment: str, version: str) -> MetricQuery:
+        """The query with its placeholders filled in."""
+        values = {"service": service, "environment": environment, "version": version}
+
+        def fill(text: str) -> str:
+            for name in CLOUDWATCH_PLACEHOLDERS:
+                text = text.replace("{{" + name + "}}", values[name])
+            return text
+
+        def walk(query: MetricQuery) -> MetricQuery:
+            return query.model_copy(
+                update={
+                    "dimensions": {k: fill(v) for k, v in query.dimensions.items()},
+                    "expression": fill(query.expression) if query.expression else None,
+                    "metrics": {k: walk(m) for k, m in query.metrics.items()},
+                }
+            )
+
+        return walk(self.query)
+
+    def limits_dict(self) -> dict[str, float]:
+        limits = {"max": self.max, "min": self.min}
+        return {k: v for k, v in limits.items() if v is not None}
+
+
 class AnalysisPolicy(_Policy):
     """Health checks plus metric checks measured ``count`` times ``interval_s`` apart."""
 
@@ -387,6 +442,10 @@ class AnalysisPolicy(_Policy):
     judge: JudgePolicy | None = None
     slo: SloPolicy | None = None
     impact: ImpactPolicy | None = None
+    #: CloudWatch: alarms that fail the step when any is in ALARM, and metric queries
+    cloudwatch: CloudWatchSettings | None = None
+    alarms: list[str] = Field(default_factory=list)
+    cloudwatch_queries: list[CloudWatchCheck] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_check_per_metric(self) -> AnalysisPolicy:
@@ -395,7 +454,7 @@ class AnalysisPolicy(_Policy):
             raise ValueError(
                 f"each metric may be checked once (give `max` and `max_increase_pct` together): {names}"
             )
-        names += [q.name for q in self.queries]
+        names += [q.name for q in self.queries] + [c.name for c in self.cloudwatch_queries]
         if len(names) != len(set(names)):
             raise ValueError(f"check names must be distinct across metrics and queries: {names}")
         reserved = sorted(RESERVED_NAMES.intersection(names))

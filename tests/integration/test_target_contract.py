@@ -7,12 +7,14 @@ Each case runs per (target, strategy) for the strategies the target's Capabiliti
 declare (tests/targetcontract.py ``strategies``): rolling for all; blue-green and
 canary only where ``two_colours`` / ``traffic_split`` say so (read from the
 classes at collection time, so a target that gains a strategy gains its cases;
-dbmigrate and ssh declare neither). No parameter is generated for a strategy a target does not support, so
-nothing skips. Version 1 is always brought by the rolling step; version 2 by the
-strategy under test. The observation never asks the target (see the harnesses).
+dbmigrate declares neither, ssh two colours only). No parameter is generated for a
+strategy a target does not support, so nothing skips. Version 1 is always brought by
+the rolling step; version 2 by the strategy under test. The observation never asks
+the target (see the harnesses).
 
-The sshd cluster and the Kubernetes fake are started once per module; every test
-uses a fresh service (and, for dbmigrate, a fresh database).
+The servers — the sshd cluster, the Kubernetes fake, moto (ECS, Lambda) and the
+Cloud Run and Container Apps fakes — are started once per module; every test uses a
+fresh service (and, for dbmigrate, a fresh database).
 """
 
 from __future__ import annotations
@@ -26,10 +28,19 @@ import asyncpg
 import pytest
 
 from adapters.targets import Step, StepResult, Target
+from adapters.targets.aws import EcsTarget
+from adapters.targets.azure import AzureContainerAppsTarget
 from adapters.targets.dbmigrate import DbMigrateTarget
+from adapters.targets.gcp import CloudRunTarget
 from adapters.targets.kubernetes import KubernetesTarget
 from adapters.targets.local import LocalTarget
+from adapters.targets.serverless import LambdaTarget
 from adapters.targets.ssh import SshTarget
+from tests.azurefake import AzureFakeServer
+from tests.contract_aws import EcsHarness, LambdaHarness
+from tests.contract_cloud import AzureContainerAppsHarness, CloudRunHarness, azure_server, gcp_server
+from tests.gcpfake import GcpFakeServer
+from tests.motoserver import moto_server, moto_session  # noqa: F401 - fixtures of the aws harnesses
 from tests.sshd import SshdCluster
 from tests.targetcontract import (
     DbMigrateHarness,
@@ -51,6 +62,10 @@ TARGETS: dict[str, type] = {
     "ssh": SshTarget,
     "kubernetes": KubernetesTarget,
     "dbmigrate": DbMigrateTarget,
+    "lambda": LambdaTarget,
+    "ecs": EcsTarget,
+    "cloud_run": CloudRunTarget,
+    "azure_container_apps": AzureContainerAppsTarget,
 }
 CASES = [(name, strategy) for name, cls in TARGETS.items() for strategy in strategies(cls)]
 
@@ -76,6 +91,18 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdCluster]:
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeFakeServer]:
     with kube_fake_server(tmp_path_factory.mktemp("contract-kube")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def gcp_fake() -> Iterator[GcpFakeServer]:
+    with gcp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def azure_fake() -> Iterator[AzureFakeServer]:
+    with azure_server() as server:
         yield server
 
 
@@ -118,6 +145,14 @@ async def harness(
         h = SshHarness(tmp_path, service, request.getfixturevalue("sshd"))
     elif name == "kubernetes":
         h = KubernetesHarness(service, request.getfixturevalue("kube"))
+    elif name == "lambda":
+        h = LambdaHarness(tmp_path, service, request.getfixturevalue("moto_server"))
+    elif name == "ecs":
+        h = EcsHarness(service, request.getfixturevalue("moto_server"))
+    elif name == "cloud_run":
+        h = CloudRunHarness(service, request.getfixturevalue("gcp_fake"))
+    elif name == "azure_container_apps":
+        h = AzureContainerAppsHarness(service, request.getfixturevalue("azure_fake"))
     else:
         postgres_dsn = request.getfixturevalue("postgres_dsn")
         database, url = await _fresh_database(postgres_dsn)

@@ -121,6 +121,8 @@ class Running:
     ports: Ports | None = None
     #: where the command API listens, when it runs here
     api_url: str | None = None
+    #: the dashboard's address (served by the API's HTTP server)
+    dashboard_url: str | None = None
     #: the admin token `shiplog dev` keeps for the person running it
     dev_token_file: Path | None = None
 
@@ -239,10 +241,15 @@ async def run_components(
         if dev_token:
             running.dev_token_file = await ensure_dev_token(settings, eventlog)
         if api_socket is not None:
-            api = await _start_api(settings, eventlog, api_socket)
+            hub, feed = await _start_dashboard(settings, eventlog)
+            tasks.append(asyncio.create_task(feed.run(), name="dashboard"))
+            api = await _start_api(settings, eventlog, api_socket, hub)
             api_socket = None  # the server owns it now
             stoppers.append(api.stop)
+            # stopped before the server: an open event stream would hold it
+            stoppers.append(hub.close)
             running.api_url = api.url
+            running.dashboard_url = f"{api.url}/ui/"
             tasks.append(api.task)
         from shiplog.metrics import serve
 
@@ -287,8 +294,26 @@ class _RunningApi:
     stop: Callable[[], Awaitable[None]]
 
 
-async def _start_api(settings: Settings, eventlog: PostgresEventLog, sock: socket.socket) -> _RunningApi:
-    """The command API on ``sock``: authenticated, signing, publishing to Kafka."""
+async def _start_dashboard(settings: Settings, eventlog: PostgresEventLog) -> tuple[Any, Any]:
+    """The dashboard's hub, loaded from the log, and its subscription of the topics
+    (positioned first, so nothing falls between the log and the topics)."""
+    from consumers.dashboard import DashboardFeed, Hub
+
+    assert settings.kafka_bootstrap_servers
+    hub = Hub()
+    feed = DashboardFeed(
+        hub, settings.kafka_bootstrap_servers, settings.topic_prefix, settings.kafka_fetch_max_wait_ms
+    )
+    await feed.start()
+    await hub.load(eventlog)
+    return hub, feed
+
+
+async def _start_api(
+    settings: Settings, eventlog: PostgresEventLog, sock: socket.socket, hub: Any = None
+) -> _RunningApi:
+    """The command API on ``sock``: authenticated, signing, publishing to Kafka; and
+    the dashboard, fed by ``hub``, in the same HTTP server."""
     from producers.api import ApiDeps, Signer, create_app
     from producers.api.publisher import CommandPublisher
     from producers.api.server import ApiServer
@@ -306,6 +331,10 @@ async def _start_api(settings: Settings, eventlog: PostgresEventLog, sock: socke
             operator_roles=operator_roles(settings),
         )
     )
+    if hub is not None:
+        from consumers.dashboard import mount
+
+        mount(app, hub)
     await publisher.start()
     server = ApiServer(app, sock)
     try:

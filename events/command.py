@@ -60,6 +60,19 @@ class Rollback(EventData):
     comment: str = ""
 
 
+class Drill(EventData):
+    """Rehearse a rollback of a service's environment (events/drill.py), now or at
+    ``not_before``."""
+
+    TYPE: ClassVar[str] = "shiplog.command.drill"
+    VERSION: ClassVar[int] = 1
+
+    service: str
+    environment: str
+    not_before: datetime | None = None
+    comment: str = ""
+
+
 class CommandRefused(EventData):
     """A command that arrived on ``shiplog.commands`` without a valid signature of
     the command API (written straight to the topic, altered on the way, or signed

@@ -12,7 +12,18 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from events import access, approval, command, deployment, execution, notification, rollback, verification
+from events import (
+    access,
+    approval,
+    command,
+    deployment,
+    drill,
+    execution,
+    notification,
+    release,
+    rollback,
+    verification,
+)
 from events.base import EventData
 from events.build import BuildCompleted
 from events.deadletter import MessageDeadLettered
@@ -180,7 +191,18 @@ REGISTRY = EventRegistry(
         TimerScheduled,
         TimerCancelled,
         TimerFired,
-        *_models_of(access, deployment, approval, execution, verification, rollback, command, notification),
+        *_models_of(
+            access,
+            deployment,
+            release,
+            drill,
+            approval,
+            execution,
+            verification,
+            rollback,
+            command,
+            notification,
+        ),
     ],
     UPCASTERS,
 )

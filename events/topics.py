@@ -22,13 +22,15 @@ class Topic:
     partitions: int = DEFAULT_PARTITIONS
 
 
-BUILDS = Topic("shiplog.builds", "CI build results; key = service")
+BUILDS = Topic("shiplog.builds", "CI build results (key = service) and multi-service release manifests")
 PLANS = Topic("shiplog.plans", "release.planned, deployment.planned | deployment.rejected")
 APPROVALS = Topic("shiplog.approvals", "approval.requested, deployment.approved | deployment.denied")
 COMMANDS = Topic("shiplog.commands", "human commands: approve, deny, promote, pause, abort, rollback")
 EXECUTIONS = Topic("shiplog.executions", "snapshot.taken, step.applied, deployment.succeeded")
 VERIFICATIONS = Topic("shiplog.verifications", "verification.passed | failed | inconclusive")
-ROLLBACKS = Topic("shiplog.rollbacks", "rollback.started, rollback.completed, deployment.rolled_back")
+ROLLBACKS = Topic(
+    "shiplog.rollbacks", "rollback.started, rollback.completed, deployment.rolled_back; rollback drills"
+)
 TIMERS = Topic("shiplog.timers", "timer.fired: bake times, deploy windows, approval expiry")
 NOTIFICATIONS = Topic(
     "shiplog.notifications", "notification.sent | notification.failed: what reached people's channels"
@@ -65,6 +67,8 @@ _BY_TYPE: dict[str, Topic] = {
     "shiplog.deployment.succeeded": EXECUTIONS,
     "shiplog.deployment.failed": EXECUTIONS,
     "shiplog.deployment.rolled_back": ROLLBACKS,
+    # CI's: a multi-service release is a build of several services
+    "shiplog.release.manifest": BUILDS,
 }
 _BY_NOUN: dict[str, Topic] = {
     "build": BUILDS,
@@ -77,6 +81,7 @@ _BY_NOUN: dict[str, Topic] = {
     "verification": VERIFICATIONS,
     "analysis": VERIFICATIONS,
     "rollback": ROLLBACKS,
+    "drill": ROLLBACKS,
     "timer": TIMERS,
     "notification": NOTIFICATIONS,
     "message": DEADLETTER,

@@ -89,6 +89,8 @@ def _banner(settings: Settings, components: tuple[str, ...], dev: Any = None) ->
         table.add_row("components", ", ".join(components))
         if getattr(running, "api_url", None):
             table.add_row("command API", f"{running.api_url}  (OpenAPI: {running.api_url}/docs)")
+        if getattr(running, "dashboard_url", None):
+            table.add_row("dashboard", f"{running.dashboard_url}  (sign in with an API token)")
         if getattr(running, "dev_token_file", None):
             table.add_row("admin token", f"{running.dev_token_file}  (the CLI's default; or SHIPLOG_TOKEN)")
         if dev:
@@ -112,7 +114,11 @@ def dev() -> None:
 
             def ready(running: Any) -> None:
                 # the CLI finds the API and its token through the runtime file
-                environment.record(api=running.api_url, token_file=str(running.dev_token_file))
+                environment.record(
+                    api=running.api_url,
+                    dashboard=running.dashboard_url,
+                    token_file=str(running.dev_token_file),
+                )
                 banner(running)
 
             run_until_signal(
@@ -252,6 +258,35 @@ def build_completed(**opts: Any) -> None:
         out.print_json(event.canonical_json())
     else:
         out.print(event.id)
+
+
+@cli.group()
+def release() -> None:
+    """Releases of several services, deployed as one in dependency order."""
+
+
+@release.command("publish")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", help="CloudEvents source, e.g. ci/github/acme/checkout")
+def release_publish(manifest: Path, source: str | None) -> None:
+    """Publish a release manifest: its services deploy as one release, each after the
+    services it depends on, and a failed one is rolled back with its dependants only."""
+    from producers.build import ManifestInvalid, load_manifest, publish_manifest
+
+    try:
+        loaded = load_manifest(manifest)
+    except ManifestInvalid as exc:
+        for e in exc.errors:
+            err.print(f"[red]invalid[/red] {e}")
+        sys.exit(2)
+    settings = _settings(database=False)
+    assert settings.kafka_bootstrap_servers
+    event = _run(
+        publish_manifest(
+            settings.kafka_bootstrap_servers, loaded, source=source, topic_prefix=settings.topic_prefix
+        )
+    )
+    out.print(event.id)
 
 
 # -- contract --------------------------------------------------------------------------
@@ -542,6 +577,98 @@ def rollback(service: str, env: str, to_version: str | None, comment: str) -> No
     )
     target = f"to {to_version}" if to_version else "to its snapshot"
     _say(accepted, f"rollback of {service} in {env} {target} requested")
+
+
+@cli.command()
+@click.argument("service")
+@click.option("--env", "-e", required=True, help="the environment to drill")
+@click.option(
+    "--at",
+    "not_before",
+    type=click.DateTime(
+        formats=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M%z", "%Y-%m-%dT%H:%M:%S%z"]
+    ),
+    help="run the drill then (UTC unless an offset is given), through the timers",
+)
+@click.option("--wait/--no-wait", default=True, show_default=True, help="follow the drill to its end")
+@click.option("--timeout", default=600.0, show_default=True, help="seconds to follow it")
+@_comment_option
+def drill(
+    service: str, env: str, not_before: datetime | None, wait: bool, timeout: float, comment: str
+) -> None:
+    """Rehearse a rollback of SERVICE in ENV: back to the release before the one that
+    runs, verify, forward again, verify — each step recorded and timed. A drill that
+    fails puts back what ran and says what broke. Exits 1 if it failed or was refused."""
+    from datetime import UTC
+
+    body: dict[str, Any] = {"comment": comment}
+    if not_before is not None:
+        body["not_before"] = (not_before if not_before.tzinfo else not_before.replace(tzinfo=UTC)).isoformat()
+    api = _api()
+    accepted = api.post(f"/services/{_quoted(service)}/environments/{_quoted(env)}/drill", body)
+    _say(
+        accepted,
+        f"drill of {service} in {env} "
+        + (f"scheduled for {body['not_before']}" if not_before else "requested"),
+    )
+    if wait and not_before is None:
+        sys.exit(_follow_drill(api, accepted["id"], timeout))
+
+
+def _follow_drill(api: Any, drill_id: str, timeout: float) -> int:
+    """Show the drill's steps as they complete; 0 if it completed."""
+    import time
+
+    from rich.progress import Progress
+
+    from events.drill import DRILL_STEPS
+    from events.errors import DomainRefusal
+
+    deadline = time.monotonic() + timeout
+    report: dict[str, Any] = {"events": [], "outcome": None}
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task(f"drill {drill_id[:8]}", total=len(DRILL_STEPS))
+        while time.monotonic() < deadline:
+            try:
+                report = api.get(f"/drills/{_quoted(drill_id)}")
+            except DomainRefusal:  # not recorded yet
+                report = {"events": [], "outcome": None}
+            steps = [e["data"] for e in report["events"] if e["type"] == "shiplog.drill.step_completed"]
+            done = [s for s in steps if s["step"] in DRILL_STEPS]
+            progress.update(
+                task, completed=len(done), description=f"drill: {done[-1]['step'] if done else 'starting'}"
+            )
+            if report["outcome"]:
+                break
+            time.sleep(0.3)
+    steps = [e["data"] for e in report["events"] if e["type"] == "shiplog.drill.step_completed"]
+    table = Table(title=f"drill {drill_id}")
+    for column in ("step", "ok", "seconds", "error"):
+        table.add_column(column)
+    for s in steps:
+        table.add_row(
+            s["step"], "yes" if s["ok"] else "[red]no[/red]", f"{s['duration_s']:.2f}", s.get("error") or ""
+        )
+    if steps:
+        out.print(table)
+    end = next((e for e in report["events"] if e["type"].rsplit(".", 1)[1] == report["outcome"]), None)
+    if end is None:
+        err.print(f"[yellow]the drill has not ended after {timeout:.0f}s[/yellow]")
+        return 1
+    data = end["data"]
+    if report["outcome"] == "completed":
+        out.print(
+            f"drill completed: time to recover {data['time_to_recover_s']:.2f}s, total {data['total_s']:.2f}s"
+        )
+        return 0
+    if report["outcome"] == "refused":
+        err.print(f"[red]drill refused[/red]: {data['reason']}")
+    else:
+        put_back = (
+            "what ran was put back" if data["restored"] else "[red]what ran could NOT be put back[/red]"
+        )
+        err.print(f"[red]drill failed[/red] at {data['broken_step']}: {data['error']}; {put_back}")
+    return 1
 
 
 @cli.group()

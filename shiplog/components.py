@@ -11,13 +11,27 @@ from consumers.contract import Consumer
 from consumers.execution import EXECUTION
 from consumers.notification import NOTIFICATION
 from consumers.planning.core import PLANNING
+from consumers.planning.releases import RELEASES
 from consumers.recorder import RECORDER
 from consumers.rollback import ROLLBACK
+from consumers.rollback.drill import DRILL
 from consumers.timers import TIMERS
 from consumers.verification import VERIFICATION
 
 CONSUMERS: dict[str, Consumer[Any]] = {
-    c.name: c for c in (RECORDER, TIMERS, PLANNING, APPROVAL, EXECUTION, VERIFICATION, ROLLBACK, NOTIFICATION)
+    c.name: c
+    for c in (
+        RECORDER,
+        TIMERS,
+        PLANNING,
+        RELEASES,
+        APPROVAL,
+        EXECUTION,
+        VERIFICATION,
+        ROLLBACK,
+        DRILL,
+        NOTIFICATION,
+    )
 }
 RELAY = "relay"
 API = "api"

@@ -4,7 +4,11 @@
   ``deployment.rejected`` with every reason (no pipeline for the service, another
   pipeline asked for).
 - ``release.planned`` -> the first environment's ``deployment.planned``; and
-  ``deployment.succeeded`` -> the next environment's (promotion). Before anything
+  ``deployment.succeeded`` -> the next environment's (promotion).
+- ``release.member_released`` -> that service's ``deployment.planned`` in that
+  environment: a service of a multi-service release, which the release coordinator
+  (``releases.py``) releases in dependency order and promotes itself. A build that
+  names such a release is the coordinator's, not planned here as a release alone. Before anything
   changes, each plan is validated: the config renders, every secret resolves, the
   target answers, the strategy fits the target, no newer version already serves
   there, and the deploy window is open — a closed window schedules the deployment
@@ -40,6 +44,7 @@ from events.deployment import (
 )
 from events.envelope import CloudEvent
 from events.registry import REGISTRY, new_event
+from events.release import MemberReleased
 from events.timer import TimerScheduled
 from events.topics import BUILDS, EXECUTIONS, PLANS
 
@@ -121,6 +126,9 @@ def stream_for(event: CloudEvent) -> str:
         return deployment_stream(deployment_id(release.service, release.environments[0], release.release_id))
     if event.type_name == ReplanRequested.TYPE:
         return deployment_stream(REGISTRY.payload(event, ReplanRequested).deployment_id)
+    if event.type_name == MemberReleased.TYPE:
+        member = REGISTRY.payload(event, MemberReleased)
+        return deployment_stream(deployment_id(member.service, member.environment, member.release_id))
     succeeded = REGISTRY.payload(event, DeploymentSucceeded)
     if succeeded.next_environment is None:
         return release_stream(succeeded.release_id)
@@ -133,7 +141,13 @@ def decide(
     state: PlanningState, event: CloudEvent, *, now: datetime, facts: PlanningFacts
 ) -> list[CloudEvent]:
     if event.type_name == BuildCompleted.TYPE:
-        return [] if state.release or state.rejected else _plan_release(event, facts)
+        if (
+            state.release
+            or state.rejected
+            or "release" in (REGISTRY.payload(event, BuildCompleted).model_extra or {})
+        ):
+            return []
+        return _plan_release(event, facts)
     if event.type_name == ReplanRequested.TYPE:
         if not state.planned or state.settled or state.rejected:
             return []
@@ -340,7 +354,13 @@ def _consumer() -> Consumer[PlanningState]:
         initial=PlanningState,
         evolve=evolve,
         decide=decide,
-        accepts=(BuildCompleted.TYPE, ReleasePlanned.TYPE, DeploymentSucceeded.TYPE, ReplanRequested.TYPE),
+        accepts=(
+            BuildCompleted.TYPE,
+            ReleasePlanned.TYPE,
+            DeploymentSucceeded.TYPE,
+            ReplanRequested.TYPE,
+            MemberReleased.TYPE,
+        ),
         gather=gather,
         description="turns builds into releases and plans each environment's deployment",
     )

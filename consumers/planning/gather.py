@@ -23,6 +23,7 @@ from events.deployment import DeploymentSucceeded, Reason, ReleasePlanned, Repla
 from events.envelope import CloudEvent
 from events.errors import ShiplogError
 from events.registry import REGISTRY
+from events.release import MemberReleased, ReleaseComposed, ReleaseService
 
 
 async def gather(ports: Any, state: PlanningState, event: CloudEvent) -> PlanningFacts:
@@ -32,15 +33,21 @@ async def gather(ports: Any, state: PlanningState, event: CloudEvent) -> Plannin
     if event.type_name == ReleasePlanned.TYPE:
         release = REGISTRY.payload(event, ReleasePlanned)
         env_name = release.environments[0]
+    elif event.type_name == MemberReleased.TYPE:
+        member = REGISTRY.payload(event, MemberReleased)
+        release = member_release(member.release_id, member.member, member.environments)
+        env_name = member.environment
     elif event.type_name == ReplanRequested.TYPE:
         replan = REGISTRY.payload(event, ReplanRequested)
         history = await ports.log.read_stream(release_stream(replan.release_id))
-        found = [r.event for r in history if r.event.type_name == ReleasePlanned.TYPE]
-        if not found:
+        found_release = _release_in([r.event for r in history], replan.service)
+        if found_release is None:
             return PlanningFacts(None)
-        release = REGISTRY.payload(found[0], ReleasePlanned)
+        release = found_release
         env_name = replan.environment
     else:
+        # a service of a multi-service release is promoted by the release coordinator:
+        # its release stream holds release.composed, not release.planned
         succeeded = REGISTRY.payload(event, DeploymentSucceeded)
         if succeeded.next_environment is None:
             return PlanningFacts(None)
@@ -67,6 +74,34 @@ async def gather(ports: Any, state: PlanningState, event: CloudEvent) -> Plannin
             ),
         )
     return PlanningFacts(pipeline, release, await _environment(ports, env, release))
+
+
+def member_release(release_id: str, member: ReleaseService, environments: list[str]) -> ReleasePlanned:
+    """A service of a multi-service release, as planning plans a release alone."""
+    return ReleasePlanned(
+        release_id=release_id,
+        service=member.service,
+        version=member.version,
+        artifact=member.artifact,
+        digest=member.digest,
+        pipeline=member.pipeline,
+        environments=environments,
+        author=member.author,
+        build=member.build_facts(),
+    )
+
+
+def _release_in(history: list[CloudEvent], service: str) -> ReleasePlanned | None:
+    for event in history:
+        if event.type_name == ReleasePlanned.TYPE:
+            return REGISTRY.payload(event, ReleasePlanned)
+        if event.type_name == ReleaseComposed.TYPE:
+            composed = REGISTRY.payload(event, ReleaseComposed)
+            if service in composed.service_environments:
+                return member_release(
+                    composed.release_id, composed.member(service), composed.service_environments[service]
+                )
+    return None
 
 
 async def _environment(ports: Any, env: Environment, release: ReleasePlanned) -> EnvironmentFacts:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -21,6 +21,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from consumers.planning.pipeline import PipelineFile
 from events.errors import InvalidInput
+
+M = TypeVar("M", bound=BaseModel)
 
 PIPELINE_SUFFIXES = (".yaml", ".yml")
 #: files of the config directory that are not pipelines (the notification consumer's)
@@ -161,6 +163,27 @@ def _parse(text: str, file: str) -> tuple[PipelineFile | None, list[ConfigError]
     if errors:
         return None, sorted(errors, key=lambda e: (e.line or 0, e.column or 0, e.field)), root
     return pipeline, [], root
+
+
+def parse_document(text: str, file: str, model: type[M]) -> tuple[M | None, list[ConfigError]]:
+    """Any YAML document validated as ``model`` (a release manifest, say), with each
+    error at its line and field as for pipelines."""
+    try:
+        root, data = _compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        return None, [_error_at(file, mark, (), f"YAML syntax error: {getattr(exc, 'problem', exc)}")]
+    if root is None or not isinstance(data, dict):
+        return None, [_at(file, root, (), f"expected a mapping ({model.__name__})")]
+    errors = _duplicate_keys(file, root, ())
+    try:
+        found: M | None = model.model_validate(data)
+    except ValidationError as exc:
+        found = None
+        errors += [_from_pydantic(file, root, err) for err in exc.errors()]
+    if errors:
+        return None, sorted(errors, key=lambda e: (e.line or 0, e.column or 0, e.field))
+    return found, []
 
 
 def _compose(text: str) -> tuple[Node | None, Any]:

@@ -22,7 +22,8 @@ from events.build import BuildCompleted
 from events.command import CommandRefused
 from events.deployment import deployment_stream
 from events.envelope import CloudEvent
-from events.registry import new_event
+from events.registry import REGISTRY, new_event
+from events.release import ReleaseManifest
 from events.signature import COMMAND_TYPES
 from events.topics import BUILDS, COMMANDS
 
@@ -44,8 +45,12 @@ def stream_for(event: CloudEvent) -> str:
     names a service's environment, and gets a stream of that name)."""
     if event.type_name == BuildCompleted.TYPE:
         return release_stream(event)
+    if event.type_name == ReleaseManifest.TYPE:
+        return f"release-{REGISTRY.payload(event, ReleaseManifest).release_id}"
     if event.type_name == "shiplog.command.rollback":
         return f"commands-{event.subject}"
+    if event.type_name == "shiplog.command.drill":
+        return f"drill-{event.id}"
     return deployment_stream(event.subject)
 
 
@@ -89,7 +94,7 @@ RECORDER: Consumer[Recorded] = Consumer(
     publish=False,
     # builds and people's commands: not what shiplog itself puts on shiplog.commands
     # (access refusals, command refusals), which the log holds already
-    accepts=(BuildCompleted.TYPE, *COMMAND_TYPES),
+    accepts=(BuildCompleted.TYPE, ReleaseManifest.TYPE, *COMMAND_TYPES),
     guards_unknown=True,
     refuse=refuse,
     description="records builds from CI and people's commands into the log",

@@ -1,7 +1,8 @@
 """The rollback consumer's pure core.
 
 Triggers — a failed verification, a step the target refused, an ``abort`` command,
-a ``rollback`` command for a service's environment — record the intent,
+a ``rollback`` command for a service's environment, a ``rollback.requested`` of
+the release coordinator (a service this one depends on was rolled back) — record the intent,
 ``rollback.started``, with a deterministic step id. On its own ``rollback.started``
 the gather restores the snapshot through the target (idempotent by that step id)
 and checks the health of what it restored; decide records ``rollback.completed``
@@ -23,6 +24,7 @@ from events.deployment import DeploymentFailed, DeploymentRolledBack, deployment
 from events.envelope import CloudEvent
 from events.execution import StepApplied
 from events.registry import REGISTRY
+from events.release import RollbackRequested
 from events.rollback import RollbackCompleted, RollbackStarted
 from events.topics import COMMANDS, EXECUTIONS, ROLLBACKS, VERIFICATIONS
 from events.verification import VerificationFailed
@@ -63,6 +65,8 @@ def trigger_reason(state: DeploymentState, event: CloudEvent) -> str | None:
             return f"step {applied.index} ({applied.step.kind}) failed: {applied.error}"
     if kind == Abort.TYPE and active:
         return f"aborted by {event.actor or 'unknown'}"
+    if kind == RollbackRequested.TYPE and (active or state.status is Status.SUCCEEDED):
+        return REGISTRY.payload(event, RollbackRequested).reason
     if kind == Rollback.TYPE and (active or state.status is Status.SUCCEEDED):
         command = REGISTRY.payload(event, Rollback)
         return f"rollback requested by {event.actor or 'unknown'}" + (
@@ -168,7 +172,14 @@ ROLLBACK: Consumer[DeploymentState] = Consumer(
     initial=DeploymentState,
     evolve=evolve,
     decide=decide,
-    accepts=(VerificationFailed.TYPE, StepApplied.TYPE, Abort.TYPE, Rollback.TYPE, RollbackStarted.TYPE),
+    accepts=(
+        VerificationFailed.TYPE,
+        StepApplied.TYPE,
+        Abort.TYPE,
+        Rollback.TYPE,
+        RollbackRequested.TYPE,
+        RollbackStarted.TYPE,
+    ),
     gather=gather,
     locate=locate,
     description="restores the snapshot through the target on failure, abort or request",

@@ -32,18 +32,20 @@ async def restore(
         return Restored(ok=False, healthy=False, detail={}, error=f"{type(exc).__name__}: {exc}")
     if not result.ok:
         return Restored(ok=False, healthy=False, detail=result.detail, error=result.error)
-    healthy, detail = await _healthy(target, plan, snapshot.version)
-    return Restored(ok=True, healthy=healthy, detail={**result.detail, "health": detail})
-
-
-async def _healthy(target: Any, plan: DeploymentPlanned, version: str | None) -> tuple[bool, dict[str, Any]]:
-    """Every instance of the restored version answers its health path."""
-    status = await target.status(plan.service, plan.environment)
-    if version is None:
-        return (not status.tracks), {"tracks": 0}
     path = str(
         (plan.analysis.get("health") or {}).get("path", plan.target.settings.get("health_path", "/healthz"))
     )
+    ok, detail = await healthy(target, plan.service, plan.environment, snapshot.version, path)
+    return Restored(ok=True, healthy=ok, detail={**result.detail, "health": detail})
+
+
+async def healthy(
+    target: Any, service: str, environment: str, version: str | None, path: str
+) -> tuple[bool, dict[str, Any]]:
+    """Every instance of ``version`` answers its health path (None: nothing runs)."""
+    status = await target.status(service, environment)
+    if version is None:
+        return (not status.tracks), {"tracks": 0}
     urls = [u for t in status.tracks if t.version == version for u in t.urls]
     if not urls:
         return False, {"error": f"no instance of {version} found after restore"}

@@ -23,7 +23,7 @@ from adapters.identity import Principal
 from consumers.deployment import DeploymentState, Status
 from events.approval import ApprovalDenied, ApprovalGranted
 from events.base import EventData
-from events.command import Abort, Pause, Promote, Resume, Rollback, Schedule
+from events.command import Abort, Drill, Pause, Promote, Resume, Rollback, Schedule
 from events.errors import AdapterUnavailable, InvalidInput, ShiplogError
 from producers.api.auth import SOURCE, Authenticated, Operator, client_address, require_role
 from producers.api.deps import ApiDeps
@@ -33,6 +33,9 @@ from shiplog.status import deployment_status, find_deployment, load_deployment
 
 #: statuses in which an approval or denial can still matter
 BEFORE_APPROVAL = frozenset({Status.NEW, Status.PLANNED, Status.AWAITING_APPROVAL})
+
+
+_DRILL_ENDS = frozenset({"completed", "failed", "refused"})
 
 
 class CommandBody(BaseModel):
@@ -63,6 +66,12 @@ class ScheduleBody(CommandBody):
 class RollbackBody(CommandBody):
     to_version: str | None = Field(
         default=None, max_length=200, description="the version to restore: must be the one the snapshot holds"
+    )
+
+
+class DrillBody(CommandBody):
+    not_before: AwareDatetime | None = Field(
+        default=None, description="run the drill then, through the timers (default: now)"
     )
 
 
@@ -256,6 +265,35 @@ def create_app(deps: ApiDeps) -> FastAPI:
             service=service, environment=environment, to_version=body.to_version, comment=body.comment
         )
         return await _publish(deps, data, who, subject=f"{service}.{environment}", correlationid=None)
+
+    @app.post("/services/{service}/environments/{environment}/drill", status_code=202, tags=["drills"])
+    async def drill(service: str, environment: str, body: DrillBody, who: Operator) -> Accepted:
+        """Rehearse a rollback: back to the release before the one that runs, verified,
+        and forward again, verified; each step timed (``GET /drills/{id}``)."""
+        report = await deployment_status(deps.log, service)
+        if report.get(service, environment) is None:
+            raise _error(404, f"no deployment of {service} in {environment} in the log: nothing to drill")
+        data = Drill(
+            service=service, environment=environment, not_before=body.not_before, comment=body.comment
+        )
+        return await _publish(deps, data, who, subject=f"{service}.{environment}", correlationid=None)
+
+    @app.get("/drills/{drill_id}", tags=["drills"])
+    async def drill_report(drill_id: str, who: Authenticated) -> dict[str, Any]:
+        """A drill's events so far, and whether it ended (``outcome``)."""
+        history = await deps.log.read_stream(f"drill-{drill_id}")
+        events = [r.event for r in history if r.event.type_name.startswith("shiplog.drill.")]
+        if not events and not history:
+            raise _error(404, f"no drill {drill_id} in the log (yet)")
+        outcome = next(
+            (e.type_name.rsplit(".", 1)[1] for e in events if e.type_name.rsplit(".", 1)[1] in _DRILL_ENDS),
+            None,
+        )
+        return {
+            "drill_id": drill_id,
+            "outcome": outcome,
+            "events": [{"type": e.type_name, "time": e.time.isoformat(), "data": e.data} for e in events],
+        }
 
     # -- reading --------------------------------------------------------------------------
 

@@ -65,9 +65,14 @@ def plan(
         if weight is None:
             raise InvalidInput("set_weight needs a weight")
         stable = stable_of(routes, new)
-        if stable is None:
-            raise AdapterRejected(f"no revision but {new} serves traffic; a canary needs a stable one")
         tags = {r.revision: r.tag for r in routes}
+        if stable is None:
+            if weight == 100 and sum(r.percent for r in routes if r.revision == new) == 100:
+                # What set_weight 100 produces: the old stable revision is left only by its
+                # tag, if it had one; so the same step again is the same traffic.
+                kept = [r for r in routes if r.revision != new and r.tag]
+                return [Route(new, 100, tags.get(new)), *kept]
+            raise AdapterRejected(f"no revision but {new} serves traffic; a canary needs a stable one")
         out = [Route(new, weight, tags.get(new)), Route(stable, 100 - weight, tags.get(stable))]
         return [r for r in out if r.percent > 0 or r.tag]
     raise InvalidInput(f"unknown step kind {kind!r}")

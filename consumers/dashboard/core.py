@@ -10,6 +10,11 @@ not in the order they were appended (``deployment.planned`` travels on
 keeps each active deployment's events, ordered by their ``time`` (ties keep arrival
 order), and folds them again with the saga's own ``consumers.deployment.evolve`` when
 one arrives: an event that overtook an earlier one lands in its place.
+
+A deployment that ended is remembered by id, and only a rollback still reaches it:
+``shiplog rollback`` of one that succeeded ends it a second time. A build and
+planning's refusal of it travel on different topics, so the refusal is kept until
+its build arrives.
 """
 
 from __future__ import annotations
@@ -41,6 +46,15 @@ class BuildSeen:
 
 
 @dataclass(frozen=True)
+class BuildRejection:
+    """What planning said of a service's build when it refused it, and when."""
+
+    version: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class Ended:
     """How the last deployment of a cell ended."""
 
@@ -60,6 +74,8 @@ class Board:
     ended: Mapping[tuple[str, str], Ended] = field(default_factory=dict)
     ended_ids: tuple[str, ...] = ()
     builds: Mapping[str, BuildSeen] = field(default_factory=dict)
+    #: service -> the latest refusal of one of its builds (its build may not have come yet)
+    rejections: Mapping[str, BuildRejection] = field(default_factory=dict)
 
 
 def deployment_of(event: CloudEvent) -> str | None:
@@ -71,40 +87,36 @@ def evolve(board: Board, event: CloudEvent) -> Board:
     """Fold one event (any type; those the board does not show change nothing)."""
     name = event.type_name
     if name == BuildCompleted.TYPE:
-        build = REGISTRY.payload(event, BuildCompleted)
-        seen = BuildSeen(build.version, event.id, event.time, build.author)
-        return replace(board, builds={**board.builds, build.service: seen})
+        return _build(board, event)
     if name == DeploymentRejected.TYPE and deployment_of(event) is None:
-        return _rejected_build(board, REGISTRY.payload(event, DeploymentRejected))
+        return _rejected_build(board, event)
     dep = deployment_of(event)
-    if dep is None or dep in board.ended_ids:
+    if dep is None:
         return board
-    if name == DeploymentSucceeded.TYPE:
-        ok = REGISTRY.payload(event, DeploymentSucceeded)
-        board = replace(
-            board, serving={**board.serving, (ok.service, ok.environment): (ok.version, "succeeded")}
-        )
-    elif name == DeploymentRolledBack.TYPE:
-        back = REGISTRY.payload(event, DeploymentRolledBack)
-        cell = (back.service, back.environment)
-        board = replace(board, serving={**board.serving, cell: (back.to_version, "rolled_back")})
-    history = _insert(board.active.get(dep, ()), event)
+    if dep in board.ended_ids:
+        if name == DeploymentRolledBack.TYPE:
+            return _rolled_back_after_end(board, dep, REGISTRY.payload(event, DeploymentRolledBack))
+        return board
+    before = board.active.get(dep, ())
+    if any(e.id == event.id for e in before):
+        # A redelivery: folded again it would land after the events of its instant
+        # and could undo them (a step started again after it was applied).
+        return board
+    history = _insert(before, event)
+    if name in _SERVES:
+        board = _serving(board, history, event)
     state = fold(history)
-    active = dict(board.active)
+    if state.plan is None and state.status is Status.REJECTED:
+        # Planning refused the deployment at its environment: no plan ever comes.
+        return _rejected_deployment(board, dep, history)
     if state.plan is None or not state.terminal:
-        active[dep] = history
         stages = board.stages
         if state.plan is not None:
             stages = {**stages, (state.plan.service, state.plan.environment): state.plan.stage}
-        return replace(board, active=active, stages=stages)
-    del active[dep]
+        return replace(board, active={**board.active, dep: history}, stages=stages)
     plan = state.plan
     cell = (plan.service, plan.environment)
-    ended = {**board.ended, cell: Ended(dep, plan.version, state.status)}
-    ids = (*board.ended_ids, dep)[-ENDED_REMEMBERED:]
-    return replace(
-        board, active=active, ended=ended, ended_ids=ids, stages={**board.stages, cell: plan.stage}
-    )
+    return _end(board, dep, cell, Ended(dep, plan.version, state.status), stage=plan.stage)
 
 
 def evolve_all(board: Board, events: Iterable[CloudEvent]) -> Board:
@@ -120,12 +132,81 @@ def _insert(history: tuple[CloudEvent, ...], event: CloudEvent) -> tuple[CloudEv
     return (*history[:index], event, *history[index:])
 
 
-def _rejected_build(board: Board, rejected: DeploymentRejected) -> Board:
-    seen = board.builds.get(rejected.service)
-    if seen is None or seen.version != rejected.version:
+#: the events that say which version serves a cell
+_SERVES = (DeploymentSucceeded.TYPE, DeploymentRolledBack.TYPE)
+
+
+def _serving(board: Board, history: tuple[CloudEvent, ...], event: CloudEvent) -> Board:
+    """What serves after ``event``, if it is the deployment's latest word on it: an end
+    that overtook a later one (a rollback of the version that succeeded) stays."""
+    latest = next(e for e in reversed(history) if e.type_name in _SERVES)
+    if latest.id != event.id:
         return board
+    serves: tuple[str | None, str]
+    if event.type_name == DeploymentSucceeded.TYPE:
+        ok = REGISTRY.payload(event, DeploymentSucceeded)
+        cell, serves = (ok.service, ok.environment), (ok.version, "succeeded")
+    else:
+        back = REGISTRY.payload(event, DeploymentRolledBack)
+        cell, serves = (back.service, back.environment), (back.to_version, "rolled_back")
+    return replace(board, serving={**board.serving, cell: serves})
+
+
+def _end(board: Board, dep: str, cell: tuple[str, str] | None, ended: Ended, *, stage: int | None) -> Board:
+    active = {key: value for key, value in board.active.items() if key != dep}
+    ids = (*board.ended_ids, dep)[-ENDED_REMEMBERED:]
+    board = replace(board, active=active, ended_ids=ids)
+    if cell is None:
+        return board
+    stages = board.stages if stage is None else {**board.stages, cell: stage}
+    return replace(board, ended={**board.ended, cell: ended}, stages=stages)
+
+
+def _rejected_deployment(board: Board, dep: str, history: tuple[CloudEvent, ...]) -> Board:
+    last = next(e for e in reversed(history) if e.type_name == DeploymentRejected.TYPE)
+    rejected = REGISTRY.payload(last, DeploymentRejected)
+    cell = (rejected.service, rejected.environment) if rejected.environment else None
+    return _end(board, dep, cell, Ended(dep, rejected.version, Status.REJECTED), stage=None)
+
+
+def _rolled_back_after_end(board: Board, dep: str, back: DeploymentRolledBack) -> Board:
+    """``shiplog rollback`` of a deployment that succeeded: the version it restored
+    serves. Only once (it marks the deployment rolled back), and only while that
+    deployment is the cell's last one, so a rollback delivered again cannot undo a
+    later deployment."""
+    cell = (back.service, back.environment)
+    last = board.ended.get(cell)
+    if last is None or last.deployment_id != dep or last.status is not Status.SUCCEEDED:
+        return board
+    return replace(
+        board,
+        serving={**board.serving, cell: (back.to_version, "rolled_back")},
+        ended={**board.ended, cell: replace(last, status=Status.ROLLED_BACK)},
+    )
+
+
+def _build(board: Board, event: CloudEvent) -> Board:
+    build = REGISTRY.payload(event, BuildCompleted)
+    seen = BuildSeen(build.version, event.id, event.time, build.author)
+    return _mark_rejected(replace(board, builds={**board.builds, build.service: seen}), build.service)
+
+
+def _rejected_build(board: Board, event: CloudEvent) -> Board:
+    rejected = REGISTRY.payload(event, DeploymentRejected)
+    kept = board.rejections.get(rejected.service)
+    if kept is not None and kept.at > event.time:
+        return board  # an older refusal, delivered again
     why = "; ".join(r.message for r in rejected.reasons) or "rejected"
-    return replace(board, builds={**board.builds, rejected.service: replace(seen, rejected=why)})
+    rejection = BuildRejection(rejected.version, why, event.time)
+    board = replace(board, rejections={**board.rejections, rejected.service: rejection})
+    return _mark_rejected(board, rejected.service)
+
+
+def _mark_rejected(board: Board, service: str) -> Board:
+    seen, rejection = board.builds.get(service), board.rejections.get(service)
+    if seen is None or rejection is None or seen.version != rejection.version:
+        return board
+    return replace(board, builds={**board.builds, service: replace(seen, rejected=rejection.reason)})
 
 
 # -- the overview ------------------------------------------------------------------

@@ -6,8 +6,9 @@ often."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from functools import partial
 
 import pytest
 
@@ -207,6 +208,25 @@ ROLLED_BACK = [
 ]
 FAILED = [planned(P), approved(), started(), deployment_failed()]
 DENIED = [planned(P), approval_requested(), deployment_denied()]
+#: ``shiplog rollback`` of the deployment after it succeeded
+ROLLED_BACK_AFTER_SUCCESS = [
+    *SUCCEEDED,
+    rollback_started("rollback requested by alice"),
+    rollback_completed(),
+    rolled_back(),
+]
+#: planning refused the deployment at its environment: no plan ever comes
+REJECTED_AT_ENVIRONMENT = event(
+    DeploymentRejected(
+        deployment_id=DEPLOYMENT_ID,
+        release_id=RELEASE_ID,
+        service=SERVICE,
+        version=VERSION,
+        environment=ENVIRONMENT,
+        reasons=[Reason(code="window", message="the deployment window is closed")],
+    ),
+    source="shiplog/planning",
+)
 
 
 @pytest.mark.parametrize(
@@ -302,6 +322,7 @@ HISTORIES = {
     "succeeded": subscribed(timed(SUCCEEDED)),
     "rolled-back": timed(ROLLED_BACK),
     "denied": timed(DENIED),
+    "rolled-back-after-success": subscribed(timed(ROLLED_BACK_AFTER_SUCCESS)),
 }
 
 
@@ -325,14 +346,14 @@ def merged(history: Sequence[CloudEvent], seed: int) -> list[CloudEvent]:
     return out
 
 
-ORDERS = {
+ORDERS: dict[str, Callable[[list[CloudEvent]], list[CloudEvent]]] = {
     "reversed": lambda h: list(reversed(h)),
     "executions-first": lambda h: by_topic(h, [t.name for t in reversed(TOPICS)]),
     "plans-last": lambda h: by_topic(h, [t.name for t in (*TOPICS[1:], PLANS)]),
     "verifications-first": lambda h: by_topic(
         h, [t.name for t in (VERIFICATIONS, EXECUTIONS, APPROVALS, PLANS, ROLLBACKS, COMMANDS)]
     ),
-    **{f"merged-{seed}": lambda h, seed=seed: merged(h, seed) for seed in range(6)},
+    **{f"merged-{seed}": partial(merged, seed=seed) for seed in range(6)},
     "shuffled": lambda h: random.Random(7).sample(h, len(h)),
 }
 
@@ -385,6 +406,23 @@ def test_a_redelivered_event_of_an_ended_deployment_leaves_the_board_as_it_is() 
     assert evolve_all(board, timed(SUCCEEDED)) == board
 
 
+def test_a_step_started_delivered_again_at_the_instant_it_was_applied_stays_applied() -> None:
+    history = running(P, at=SET_50, stage="applied")  # every event at NOW
+    again = history[-2]
+    assert again.type_name == "shiplog.step.started"
+    [deploying] = only_cell(overview(board_of([*history, again]))).deploying
+    assert deploying.weight == 50
+
+
+def test_a_redelivered_rollback_does_not_undo_the_next_deployment() -> None:
+    nxt = a_deployment(release="rel-2", version="1.2.0")
+    history = timed([*ROLLED_BACK, planned(nxt), succeeded(nxt)])
+    board = board_of([*history, history[-3]])  # the first deployment's rolled_back again
+    cell = only_cell(overview(board))
+    assert (cell.serving, cell.via) == ("1.2.0", "succeeded")
+    assert cell.last == Ended(nxt.deployment_id, "1.2.0", Status.SUCCEEDED)
+
+
 # --- builds ---------------------------------------------------------------------------
 
 
@@ -413,9 +451,12 @@ def test_a_rejection_without_reasons_still_marks_the_build() -> None:
     [build_rejected(version="0.9.0"), build_rejected(service="api")],
     ids=["older-version", "other-service"],
 )
-def test_a_rejection_of_another_build_changes_nothing(rejection: CloudEvent) -> None:
+def test_a_rejection_of_another_build_changes_nothing_shown(rejection: CloudEvent) -> None:
+    """The rejection is kept (its build may still be on its way), but shows nowhere."""
     board = board_of([build()])
-    assert evolve(board, rejection) == board
+    after = evolve(board, rejection)
+    assert after.builds == board.builds
+    assert overview(after) == overview(board)
 
 
 def test_a_newer_build_clears_the_rejection_of_the_one_before() -> None:
@@ -463,16 +504,9 @@ def test_an_environment_whose_plan_has_not_arrived_comes_last() -> None:
     assert overview(board).environments == ("staging", "canary-zone")
 
 
-# --- bugs -----------------------------------------------------------------------------
+# --- found in review ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="evolve drops every event of a deployment id in ended_ids before looking at it, so the "
-    "deployment.rolled_back of `shiplog rollback` on a deployment that had succeeded (the rollback "
-    "core accepts Status.SUCCEEDED) never reaches `serving`/`ended`: the board keeps showing the "
-    "rolled-back version as serving, via succeeded",
-)
 def test_rolling_back_a_deployment_that_succeeded_shows_the_version_restored() -> None:
     history = timed(
         [
@@ -487,12 +521,13 @@ def test_rolling_back_a_deployment_that_succeeded_shows_the_version_restored() -
     assert cell.last == Ended(DEPLOYMENT_ID, VERSION, Status.ROLLED_BACK)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="planning's deployment.rejected for an environment carries a deployment_id but no "
-    "deployment.planned ever follows; its fold has plan None, so evolve keeps it in `active` "
-    "forever (never ended, not bounded by ENDED_REMEMBERED) and the overview never shows it",
-)
+def test_the_rollback_of_a_deployment_that_succeeded_is_shown_once() -> None:
+    board = board_of(timed(ROLLED_BACK_AFTER_SUCCESS))
+    assert board.active == {}
+    assert board.ended_ids == (DEPLOYMENT_ID,)
+    assert evolve_all(board, timed(ROLLED_BACK_AFTER_SUCCESS)) == board
+
+
 def test_a_deployment_rejected_at_its_environment_does_not_stay_active() -> None:
     rejected = event(
         DeploymentRejected(
@@ -508,12 +543,32 @@ def test_a_deployment_rejected_at_its_environment_does_not_stay_active() -> None
     assert board_of([rejected]).active == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="build.completed (shiplog.builds) and its deployment.rejected (shiplog.plans) travel on "
-    "different topics; when the rejection arrives first _rejected_build finds no build and drops "
-    "it, and the build then shows as not rejected",
-)
+def test_a_deployment_rejected_at_its_environment_shows_as_the_cells_last() -> None:
+    board = board_of([REJECTED_AT_ENVIRONMENT])
+    assert board.ended_ids == (DEPLOYMENT_ID,)
+    cell = only_cell(overview(board))
+    assert cell == Cell(environment=ENVIRONMENT, last=Ended(DEPLOYMENT_ID, VERSION, Status.REJECTED))
+    assert evolve(board, REJECTED_AT_ENVIRONMENT) == board
+
+
 def test_a_build_rejection_that_overtakes_its_build_still_marks_it_rejected() -> None:
     the_build, rejection = timed([build(), build_rejected(reasons=["tests failed"])])
     assert board_of([rejection, the_build]).builds[SERVICE].rejected == "tests failed"
+
+
+def test_a_build_delivered_again_stays_rejected() -> None:
+    the_build, rejection = timed([build(), build_rejected(reasons=["tests failed"])])
+    assert board_of([the_build, rejection, the_build]).builds[SERVICE].rejected == "tests failed"
+
+
+def test_an_older_rejection_delivered_again_does_not_replace_the_newer_one() -> None:
+    old_build, old_rejection, new_build, new_rejection = timed(
+        [
+            build(version="1.0.0"),
+            build_rejected(version="1.0.0", reasons=["old"]),
+            build(version="1.1.0"),
+            build_rejected(version="1.1.0", reasons=["new"]),
+        ]
+    )
+    board = board_of([old_rejection, new_rejection, old_rejection, old_build, new_build])
+    assert (board.builds[SERVICE].version, board.builds[SERVICE].rejected) == ("1.1.0", "new")

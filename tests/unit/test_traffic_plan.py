@@ -5,6 +5,8 @@ up to 100%."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from adapters.targets.traffic import Route, plan, routes_of, serving, stable_of
@@ -193,16 +195,15 @@ def test_set_weight_is_idempotent_at_every_weight_below_100(weight: int) -> None
     assert total(once) == 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AdapterRejected,
-    reason="set_weight 100 leaves no other revision with traffic, so the same step again "
-    "finds no stable revision and raises AdapterRejected instead of returning the same "
-    "traffic (Step.weight allows 100; planning turns `set_weight: 100` into promote)",
-)
 def test_set_weight_100_on_the_traffic_it_produced_gives_the_same_traffic() -> None:
     once = step("set_weight", [Route(NEW, 20), Route(OLD, 80)], weight=100)
     assert once == [Route(NEW, 100)]
+    assert step("set_weight", once, weight=100) == once
+
+
+def test_set_weight_100_keeps_the_tags_it_kept_when_stepped_again() -> None:
+    once = step("set_weight", [Route(NEW, 20, PREVIEW), Route(OLD, 80, "prod")], weight=100)
+    assert once == [Route(NEW, 100, PREVIEW), Route(OLD, 0, "prod")]
     assert step("set_weight", once, weight=100) == once
 
 
@@ -215,7 +216,10 @@ def test_routes_of_reads_the_stored_block_back() -> None:
 
 
 def test_routes_of_normalises_types_and_a_missing_tag() -> None:
-    stored = [{"revision": "r1", "percent": "100"}, {"revision": 7, "percent": 0.0, "tag": "t"}]
+    stored: list[dict[str, Any]] = [
+        {"revision": "r1", "percent": "100"},
+        {"revision": 7, "percent": 0.0, "tag": "t"},
+    ]
     assert routes_of(stored) == [Route("r1", 100), Route("7", 0, "t")]
 
 

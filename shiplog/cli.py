@@ -289,6 +289,33 @@ def release_publish(manifest: Path, source: str | None) -> None:
     out.print(event.id)
 
 
+@release.command("status")
+@click.argument("release_id")
+@click.option("--json", "as_json", is_flag=True)
+def release_status_command(release_id: str, as_json: bool) -> None:
+    """Each service of a multi-service release in each environment, and its outcome there."""
+    found: dict[str, Any] = _api().get(f"/releases/{_quoted(release_id)}")
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    table = Table(title=f"release {release_id}")
+    table.add_column("service")
+    table.add_column("version")
+    table.add_column("depends on")
+    for env in found["environments"]:
+        table.add_column(env)
+    for s in found["services"]:
+        cells = found["cells"][s["service"]]
+        row = [cells.get(env, {}).get("status", "-") for env in found["environments"]]
+        table.add_row(s["service"], s["version"], ", ".join(s["depends_on"]) or "-", *row)
+    out.print(table)
+    for env, c in found["concluded"].items():
+        lists = ", ".join(
+            f"{k}: {', '.join(c[k])}" for k in ("kept", "rolled_back", "cancelled", "failed") if c[k]
+        )
+        out.print(f"{env}: {c['outcome']}" + (f" ({lists})" if lists else ""), highlight=False)
+
+
 # -- contract --------------------------------------------------------------------------
 
 

@@ -310,6 +310,17 @@ def create_app(deps: ApiDeps) -> FastAPI:
             raise _error(404, f"no deployment {deployment_id} in the log")
         return _detail(state)
 
+    @app.get("/releases/{release_id}", tags=["releases"])
+    async def release(release_id: str, who: Authenticated) -> dict[str, Any]:
+        """A multi-service release: each service's status in each environment, the
+        dependency waves, and how the release concluded in each environment."""
+        from shiplog.releases import release_status
+
+        found = await release_status(deps.log, release_id)
+        if found is None:
+            raise _error(404, f"no multi-service release {release_id} in the log")
+        return found
+
     @app.get("/services/{service}/environments/{environment}", tags=["deployments"])
     async def environment(service: str, environment: str, who: Authenticated) -> dict[str, Any]:
         """The deployment a command on SERVICE in ENVIRONMENT means: the one executing,

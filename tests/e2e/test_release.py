@@ -16,6 +16,7 @@ Between them, rollback drills: one on schema (healthy: back to 1.0.0 and forward
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -110,6 +111,15 @@ async def test_a_three_service_release_rolls_back_exactly_the_failed_service_and
     assert order_released(dev, "r2") == ["schema", "api"]
     rolled = events_of(dev, "r2", "shiplog.deployment.rolled_back")
     assert [(e["data"]["to_version"], e["data"]["healthy"]) for e in rolled] == [("1.0.0", True)]
+
+    shown = json.loads(dev.cli("release", "status", "r2", "--json").stdout)
+    assert {s: c["prod"]["status"] for s, c in shown["cells"].items()} == {
+        "schema": "succeeded",
+        "api": "rolled_back",
+        "web": "cancelled",
+    }
+    assert shown["waves"] == [["schema"], ["api"], ["web"]]
+    assert shown["concluded"]["prod"]["outcome"] == "partially_rolled_back"
 
     # a rollback drill on schema (2.0.0 now, 1.0.0 before): back, verified, forward,
     # verified, timed — and it ends where it started

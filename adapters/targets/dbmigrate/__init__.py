@@ -1,7 +1,7 @@
 """The ``dbmigrate`` target: a release's SQL migrations applied to PostgreSQL.
 
-See ``target.py`` for what a step does and ``config.py`` for the settings. Alembic
-migration sets are out of scope for now.
+See ``target.py`` for what a step does and ``config.py`` for the settings; SQL-file
+sets are read by ``migrations.py``, Alembic projects rendered by ``alembic_project.py``.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ A set is a directory of ``NNNN_name.up.sql`` files, each with an optional
 
 Checksums are the sha256 of the up file with line endings normalised, so a
 checkout on another OS does not look like edited history.
+
+A directory holding an ``alembic.ini`` is an Alembic project instead: its revisions,
+oldest first, become the set, with the SQL Alembic renders for them (``alembic_project.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from adapters.targets.dbmigrate import alembic_project
 from events.errors import InvalidInput
 
 MigrationKind = Literal["expand", "contract"]
@@ -34,6 +38,9 @@ class Migration:
     up_sql: str
     checksum: str
     kind: MigrationKind
+    down_sql: str | None = None
+    #: the Alembic revision id, for a set rendered from an Alembic project
+    alembic_revision: str | None = None
 
     @property
     def label(self) -> str:
@@ -57,6 +64,9 @@ def checksum(sql: str) -> str:
 def load_set(directory: Path) -> list[Migration]:
     """The migrations of ``directory`` in version order; raises ``InvalidInput`` on a
     missing directory or a duplicate version; a down file without its up file is ignored."""
+    ini = alembic_project.ini_of(directory)
+    if ini is not None:
+        return _alembic_set(ini)
     if not directory.is_dir():
         raise InvalidInput(f"migrations directory {directory} does not exist")
     ups: dict[int, tuple[str, Path]] = {}
@@ -87,9 +97,30 @@ def load_set(directory: Path) -> list[Migration]:
                 up_sql=sql,
                 checksum=checksum(sql),
                 kind="contract" if _CONTRACT.search(sql) else "expand",
+                down_sql=downs[version].read_text() if version in downs else None,
             )
         )
     return migrations
+
+
+def _alembic_set(ini: Path) -> list[Migration]:
+    out = []
+    for index, rev in enumerate(alembic_project.render_project(ini), start=1):
+        slug = re.sub(r"[^a-z0-9]+", "_", rev.doc.lower()).strip("_")[:40] or "revision"
+        out.append(
+            Migration(
+                version=index,
+                name=f"{rev.revision}_{slug}",
+                up_file=rev.path,
+                down_file=rev.path,
+                up_sql=rev.up_sql,
+                checksum=checksum(rev.up_sql),
+                kind="contract" if rev.contract else "expand",
+                down_sql=rev.down_sql,
+                alembic_revision=rev.revision,
+            )
+        )
+    return out
 
 
 def validate(applied: list[Applied], migrations: list[Migration]) -> list[str]:

@@ -12,7 +12,13 @@ applied migration (nothing runs when one was edited), then run each migration in
 own transaction together with its history row. Step results are recorded in the
 database itself (``shiplog_migration_steps``), beside the history they describe.
 
-Alembic migration sets are not supported yet.
+Which database: ``snapshot`` and ``status`` use the release settings they are given
+(validated as ``apply`` validates them); without them, the settings of the last step
+applied to the service by this process, else the config's ``databases``.
+
+``migrations`` may also name an Alembic project (a directory with ``alembic.ini``):
+its revisions run as the SQL Alembic renders for them (see ``alembic_project.py``); a
+database Alembic migrated before is baselined from its ``alembic_version``.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,16 +72,18 @@ class DbMigrateTarget:
 
     # -- the Target protocol ---------------------------------------------------------
 
-    async def snapshot(self, service: str, environment: str) -> Snapshot:
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
         """The schema version now (the newest applied migration) plus, when the database
         is no larger than ``dump_limit_bytes``, a custom-format pg_dump in the state dir;
         when no dump is taken the snapshot says why."""
-        settings = self._settings(service, environment)
-        async with self._connected(settings) as conn:
-            applied = await self._applied(conn, settings.history_schema)
+        database = self._settings(service, environment, settings)
+        async with self._connected(database) as conn:
+            applied = await self._applied(conn, database.history_schema)
             size = int(await conn.fetchval("SELECT pg_database_size(current_database())"))
         version = max((row.version for row in applied), default=None)
-        dump = await self._dump(settings, service, environment, size, version)
+        dump = await self._dump(database, service, environment, size, version)
         return Snapshot(
             service=service,
             environment=environment,
@@ -110,14 +118,16 @@ class DbMigrateTarget:
             settings, key=f"{step.deployment_id}/{step.step_id}", step_id=step.step_id, action=action
         )
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         """One ``stable`` track whose version is the schema version (``"0003"``, or
         ``"none"`` before the first migration); ``reachable`` is whether the database
         answers."""
-        settings = self._settings(service, environment)
+        database = self._settings(service, environment, settings)
         try:
-            async with self._connected(settings) as conn:
-                applied = await self._applied(conn, settings.history_schema)
+            async with self._connected(database) as conn:
+                applied = await self._applied(conn, database.history_schema)
         except AdapterUnavailable:
             return TargetStatus(service=service, environment=environment, reachable=False)
         version = max((row.version for row in applied), default=None)
@@ -140,7 +150,7 @@ class DbMigrateTarget:
             applied = await self._applied(conn, settings.history_schema)
             undo = ms.to_undo(applied, version)
             by_version = {m.version: m for m in migrations}
-            missing = [row for row in undo if by_version[row.version].down_file is None]
+            missing = [row for row in undo if by_version[row.version].down_sql is None]
             if not missing:
                 for row in undo:
                     await self._run_down(conn, settings.history_schema, by_version[row.version])
@@ -171,7 +181,7 @@ class DbMigrateTarget:
         step_id: str,
         action: Callable[[asyncpg.Connection, list[ms.Migration]], Awaitable[dict[str, Any]]],
     ) -> StepResult:
-        migrations = ms.load_set(settings.migrations)
+        migrations = await asyncio.to_thread(ms.load_set, settings.migrations)
         schema = settings.history_schema
         async with self._connected(settings) as conn:
             try:
@@ -185,6 +195,7 @@ class DbMigrateTarget:
                 )
                 if recorded is not None:
                     return StepResult.model_validate({**json.loads(recorded), "already_applied": True})
+                await self._baseline(conn, schema, migrations)
                 problems = ms.validate(await self._applied(conn, schema), migrations)
                 if problems:
                     return StepResult(
@@ -236,6 +247,31 @@ class DbMigrateTarget:
         finally:
             await conn.close()
 
+    @classmethod
+    async def _baseline(cls, conn: asyncpg.Connection, schema: str, migrations: list[ms.Migration]) -> None:
+        """A database Alembic migrated before shiplog did: its ``alembic_version`` says
+        where it is, and the revisions up to there are recorded as applied (Flyway's
+        baseline), so they are neither run again nor mistaken for missing."""
+        if not migrations or migrations[0].alembic_revision is None or await cls._applied(conn, schema):
+            return
+        if await conn.fetchval("SELECT to_regclass('alembic_version')") is None:
+            return
+        current = await conn.fetchval("SELECT version_num FROM alembic_version LIMIT 1")
+        upto = next((m.version for m in migrations if m.alembic_revision == current), None)
+        if upto is None:
+            return  # validate() reports nothing applied; the first revision's SQL will fail loudly
+        async with conn.transaction():
+            for m in migrations:
+                if m.version <= upto:
+                    await conn.execute(
+                        f'INSERT INTO "{schema}".shiplog_migrations (version, name, checksum, kind)'
+                        " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        m.version,
+                        m.name,
+                        m.checksum,
+                        m.kind,
+                    )
+
     @staticmethod
     async def _ensure_tables(conn: asyncpg.Connection, schema: str) -> None:
         await conn.execute(
@@ -272,9 +308,9 @@ class DbMigrateTarget:
 
     @staticmethod
     async def _run_down(conn: asyncpg.Connection, schema: str, migration: ms.Migration) -> None:
-        assert migration.down_file is not None
+        assert migration.down_sql is not None
         async with conn.transaction():
-            await conn.execute(migration.down_file.read_text())
+            await conn.execute(migration.down_sql)
             await conn.execute(
                 f'DELETE FROM "{schema}".shiplog_migrations WHERE version = $1', migration.version
             )
@@ -359,7 +395,13 @@ class DbMigrateTarget:
         self._known[f"{release.service}/{release.environment}"] = settings
         return settings
 
-    def _settings(self, service: str, environment: str) -> MigrationSettings:
+    def _settings(
+        self, service: str, environment: str, given: Mapping[str, Any] | None = None
+    ) -> MigrationSettings:
+        """The release settings ``given``, validated as ``apply`` validates them; without
+        them the last applied (or configured) ones for the service."""
+        if given is not None:
+            return _validated(given)
         try:
             return self._known[f"{service}/{environment}"]
         except KeyError:
@@ -369,10 +411,10 @@ class DbMigrateTarget:
             ) from None
 
 
-def _validated(settings: dict[str, Any]) -> MigrationSettings:
+def _validated(settings: Mapping[str, Any]) -> MigrationSettings:
     from pydantic import ValidationError
 
     try:
-        return MigrationSettings.model_validate(settings)
+        return MigrationSettings.model_validate(dict(settings))
     except ValidationError as exc:
         raise InvalidInput(f"dbmigrate release settings: {exc}") from exc

@@ -199,7 +199,7 @@ async def play(settings: Settings, running: Running, console: Console) -> Outcom
         console.rule("[bold]1.0.0 walks dev -> staging -> production")
         who = await approver(log)
         _, state = await release(settings, running, console, "1.0.0", who)
-        endpoint = await _endpoint(running)
+        endpoint = await _endpoint(running, state)
         served = await serving(endpoint)
         outcome.good_served = served.most_common(1)[0][0] if served else None
         await asyncio.sleep(0.3)
@@ -229,9 +229,11 @@ async def play(settings: Settings, running: Running, console: Console) -> Outcom
     return outcome
 
 
-async def _endpoint(running: Running) -> str:
-    assert running.ports is not None
-    status = await running.ports.targets("local").status(SERVICE, "production")
+async def _endpoint(running: Running, production: DeploymentState) -> str:
+    assert running.ports is not None and production.plan is not None
+    plan = production.plan
+    target = running.ports.targets(plan.target.type, plan.target.settings)
+    status = await target.status(plan.service, plan.environment, plan.target.settings)
     assert status.endpoint, "production has no endpoint"
     return status.endpoint.rstrip("/")
 

@@ -112,19 +112,35 @@ class Capabilities(BaseModel):
 
 
 class Target(Protocol):
+    """Where a service lives (namespace, function, hosts, database...) comes from the
+    release's target settings. ``snapshot`` and ``status`` take them as ``settings``:
+    callers pass the plan's ``target.settings`` — the same ``Release.settings`` that
+    ``apply`` gets — so a new instance (after a process restart) looks where ``apply``
+    acts, and invalid settings raise as ``apply`` would (``InvalidInput``). ``None``
+    is for callers that have none: the target uses what the last ``apply`` of the
+    service used, else its defaults. A target whose record does not depend on them
+    (``local``: one record per service and environment) may ignore them. ``restore``
+    gets no settings, so a snapshot names where it was taken (all but ``dbmigrate``,
+    whose database URL is a secret never written to a snapshot)."""
+
     TYPE: str
     capabilities: Capabilities
 
-    async def snapshot(self, service: str, environment: str) -> Snapshot:
-        """What runs now, enough to restore it exactly."""
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
+        """What runs now, enough to restore it exactly; placed by ``settings``."""
         ...
 
     async def apply(self, step: Step) -> StepResult:
         """Bring the target to the state the step declares; idempotent by step_id."""
         ...
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
-        """What serves now, where, with which weights; ``reachable`` is the ping."""
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
+        """What serves now, where, with which weights; ``reachable`` is the ping;
+        placed by ``settings``."""
         ...
 
     async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:

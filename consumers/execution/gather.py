@@ -54,7 +54,8 @@ async def gather(ports: Any, state: DeploymentState, event: CloudEvent) -> Facts
         if not claim.claimed:
             return Claimed(False, behind=claim.behind, outdated=claim.outdated)
         target = ports.targets(plan.target.type, plan.target.settings)
-        snapshot = await target.snapshot(plan.service, plan.environment)
+        # the plan's settings place the service: a new process remembers no apply
+        snapshot = await target.snapshot(plan.service, plan.environment, plan.target.settings)
         return Claimed(True, snapshot=snapshot.model_dump(mode="json"), snapshot_version=snapshot.version)
     if event.type_name == StepStarted.TYPE and state.status is Status.RUNNING:
         started = REGISTRY.payload(event, StepStarted)

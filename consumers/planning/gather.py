@@ -111,7 +111,7 @@ async def _environment(ports: Any, env: Environment, release: ReleasePlanned) ->
     strategy, why = None, ""
     try:
         target = ports.targets(env.target.type, env.target.settings)
-        await target.status(release.service, env.name)
+        await target.status(release.service, env.name, env.target.settings)
         try:
             strategy, why = select_strategy(env, target.capabilities)
         except StrategyNotSupported as exc:

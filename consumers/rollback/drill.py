@@ -299,7 +299,7 @@ async def _prepare(
         return Begin(refused=f"a deployment is in progress: {why}")
     target = ports.targets(plan.target.type, plan.target.settings)
     try:
-        current = await target.snapshot(service, environment)
+        current = await target.snapshot(service, environment, plan.target.settings)
     except ShiplogError as exc:
         if exc.retryable:
             raise
@@ -344,9 +344,14 @@ async def _run_step(
         else:
             step_version = started.to_version if step == "verify_rollback" else started.from_version
         ok, detail = await healthy(
-            target, started.service, started.environment, step_version, started.health_path
+            target,
+            started.service,
+            started.environment,
+            step_version,
+            started.health_path,
+            started.target.settings,
         )
-        status = await target.status(started.service, started.environment)
+        status = await target.status(started.service, started.environment, started.target.settings)
         serving = sorted({t.version for t in status.tracks if t.weight > 0})
         detail = {**detail, "serving": serving}
         what = step.replace("_", " ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -35,15 +36,23 @@ async def restore(
     path = str(
         (plan.analysis.get("health") or {}).get("path", plan.target.settings.get("health_path", "/healthz"))
     )
-    ok, detail = await healthy(target, plan.service, plan.environment, snapshot.version, path)
+    ok, detail = await healthy(
+        target, plan.service, plan.environment, snapshot.version, path, plan.target.settings
+    )
     return Restored(ok=True, healthy=ok, detail={**result.detail, "health": detail})
 
 
 async def healthy(
-    target: Any, service: str, environment: str, version: str | None, path: str
+    target: Any,
+    service: str,
+    environment: str,
+    version: str | None,
+    path: str,
+    settings: Mapping[str, Any] | None,
 ) -> tuple[bool, dict[str, Any]]:
-    """Every instance of ``version`` answers its health path (None: nothing runs)."""
-    status = await target.status(service, environment)
+    """Every instance of ``version`` answers its health path (None: nothing runs);
+    ``settings`` are the release's target settings, placing the service."""
+    status = await target.status(service, environment, settings)
     if version is None:
         return (not status.tracks), {"tracks": 0}
     urls = [u for t in status.tracks if t.version == version for u in t.urls]

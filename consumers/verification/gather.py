@@ -225,7 +225,7 @@ async def read_status(
             target = ports.targets(plan.target.type, plan.target.settings)
             if inspect.isawaitable(target):
                 target = await target
-            status = await target.status(plan.service, plan.environment)
+            status = await target.status(plan.service, plan.environment, plan.target.settings)
         except Exception as exc:
             errors.append(f"target status: {describe(exc)}")
             continue

@@ -61,7 +61,7 @@ import time
 import uuid
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -193,7 +193,9 @@ class InstantTarget:
             self._server = None
             self.health_url = None
 
-    async def snapshot(self, service: str, environment: str) -> Snapshot:
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
         version = self.serving.get((service, environment))
         return Snapshot(service=service, environment=environment, version=version, state={"version": version})
 
@@ -207,7 +209,9 @@ class InstantTarget:
         self.applied[step.step_id] = result
         return result
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         version = self.serving.get((service, environment))
         if self.health_url is None or version is None:
             return TargetStatus(service=service, environment=environment, reachable=True)

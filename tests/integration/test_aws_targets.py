@@ -43,6 +43,7 @@ from consumers.planning.strategy import canary_plan
 from consumers.verification import VERIFICATION
 from events.deployment import DeploymentPlanned, PlannedStep, StrategyPlan, TargetRef
 from events.envelope import CloudEvent
+from events.errors import InvalidInput
 from events.execution import StepStarted
 from events.registry import new_event
 from events.verification import VerificationFailed, VerificationPassed
@@ -136,7 +137,7 @@ class FaultyProxy:
 
 
 @pytest.fixture
-async def proxy(moto_server: MotoServer) -> AsyncIterator[FaultyProxy]:  # noqa: F811
+async def proxy(moto_server: MotoServer) -> AsyncIterator[FaultyProxy]:
     faulty = FaultyProxy(moto_server.url)
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", faulty.handle)
@@ -156,7 +157,7 @@ async def proxy(moto_server: MotoServer) -> AsyncIterator[FaultyProxy]:  # noqa:
 
 
 @pytest.fixture
-def function(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:  # noqa: F811
+def function(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # verification reads CloudWatch with the SDK's standard chain: here, the environment
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
@@ -282,7 +283,7 @@ async def verify_analysis(target: LambdaTarget, analysis_policy: dict[str, Any])
 
 
 async def test_lambda_canary_shifts_10_then_100_with_a_passing_analysis_between(
-    moto_server: MotoServer,  # noqa: F811
+    moto_server: MotoServer,
     function: Path,
 ) -> None:
     put_alarm_and_metric(moto_server)
@@ -311,7 +312,7 @@ async def test_lambda_canary_shifts_10_then_100_with_a_passing_analysis_between(
 
 
 async def test_an_alarm_in_alarm_mid_canary_fails_the_check_and_restore_points_the_alias_back(
-    moto_server: MotoServer,  # noqa: F811
+    moto_server: MotoServer,
     function: Path,
 ) -> None:
     put_alarm_and_metric(moto_server)
@@ -335,7 +336,7 @@ async def test_an_alarm_in_alarm_mid_canary_fails_the_check_and_restore_points_t
     assert [(t.version, t.weight) for t in (await target.status(SERVICE, ENV)).tracks] == [("1.0.0", 100)]
 
 
-async def test_an_unknown_alarm_or_an_unreachable_cloudwatch_never_passes(moto_server: MotoServer) -> None:  # noqa: F811
+async def test_an_unknown_alarm_or_an_unreachable_cloudwatch_never_passes(moto_server: MotoServer) -> None:
     states = await CloudWatchMetrics.from_config(
         {
             "region": "eu-west-1",
@@ -363,7 +364,7 @@ async def test_an_unknown_alarm_or_an_unreachable_cloudwatch_never_passes(moto_s
     assert assess_alarms(down).outcome == "Error"
 
 
-async def test_cloudwatch_metric_queries_read_the_latest_datapoint(moto_server: MotoServer) -> None:  # noqa: F811
+async def test_cloudwatch_metric_queries_read_the_latest_datapoint(moto_server: MotoServer) -> None:
     put_alarm_and_metric(moto_server)
     source = CloudWatchMetrics.from_config(
         {
@@ -390,7 +391,7 @@ async def test_cloudwatch_metric_queries_read_the_latest_datapoint(moto_server: 
 
 @pytest.mark.parametrize("status", [429, 500], ids=["throttled", "5xx"])
 async def test_a_throttling_or_failing_api_is_retried_with_backoff(
-    moto_server: MotoServer,  # noqa: F811
+    moto_server: MotoServer,
     function: Path,
     proxy: FaultyProxy,
     status: int,
@@ -409,7 +410,7 @@ async def test_a_throttling_or_failing_api_is_retried_with_backoff(
 
 @pytest.mark.parametrize("status", [429, 500], ids=["throttled", "5xx"])
 async def test_a_call_failing_past_its_retries_is_the_steps_error(
-    moto_server: MotoServer,  # noqa: F811
+    moto_server: MotoServer,
     function: Path,
     proxy: FaultyProxy,
     status: int,
@@ -434,7 +435,7 @@ async def test_a_call_failing_past_its_retries_is_the_steps_error(
 
 
 async def test_alarm_lookups_failing_past_their_retries_are_an_error_not_a_pass(
-    moto_server: MotoServer,  # noqa: F811
+    moto_server: MotoServer,
     function: Path,
     proxy: FaultyProxy,
 ) -> None:
@@ -461,7 +462,7 @@ async def test_alarm_lookups_failing_past_their_retries_are_an_error_not_a_pass(
 
 
 async def test_credentials_never_appear_in_results_snapshots_events_or_logs(
-    moto_server: MotoServer,  # noqa: F811
+    moto_server: MotoServer,
     function: Path,
     proxy: FaultyProxy,
     caplog: pytest.LogCaptureFixture,
@@ -528,7 +529,7 @@ def fail_the_rollout(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_ecs_rolling_follows_the_deployment_and_reports_a_failed_or_late_one(
-    moto_server: MotoServer,  # noqa: F811
+    moto_server: MotoServer,
     proxy: FaultyProxy,
 ) -> None:
     ecs = moto_server.client("ecs")
@@ -588,6 +589,93 @@ def never_stable(answer: dict[str, Any]) -> dict[str, Any]:
         svc["runningCount"] = 0
         svc["deployments"].append({**svc["deployments"][0], "status": "ACTIVE"})
     return answer
+
+
+# -- placement after a restart ----------------------------------------------------------------
+
+
+def placed(s: Step, settings: dict[str, Any]) -> Step:
+    return s.model_copy(update={"release": s.release.model_copy(update={"settings": settings})})
+
+
+async def test_a_new_lambda_target_snapshots_and_reads_the_function_and_alias_the_settings_name(
+    moto_server: MotoServer,
+    function: Path,
+) -> None:
+    """After a restart no apply is remembered: the settings alone say the function is
+    ``checkout-fn`` behind alias ``live``, not ``checkout``/``production``."""
+    create_function(moto_server, "checkout-fn")
+    settings = {"function": "checkout-fn", "alias": "live"}
+    assert (await lambda_target(moto_server).apply(placed(step(function, 1, "rolling"), settings))).ok
+
+    restarted = lambda_target(moto_server)
+    snapshot = await restarted.snapshot(SERVICE, ENV, settings)
+    assert snapshot.version == "1.0.0"
+    assert (snapshot.state["function"], snapshot.state["alias"]) == ("checkout-fn", "live")
+    status = await restarted.status(SERVICE, ENV, settings)
+    assert [(t.version, t.role, t.weight) for t in status.tracks] == [("1.0.0", "stable", 100)]
+    # without settings it looks at the function named like the service: no alias there
+    assert (await lambda_target(moto_server).snapshot(SERVICE, ENV)).version is None
+
+    assert (await lambda_target(moto_server).apply(placed(step(function, 2, "rolling"), settings))).ok
+    restored = await lambda_target(moto_server).restore(snapshot, step_id="restore-d-2")
+    assert restored.ok, restored.error
+    live = moto_server.client("lambda").get_alias(FunctionName="checkout-fn", Name="live")
+    assert live["FunctionVersion"] == snapshot.state["function_version"]
+
+
+async def test_a_new_ecs_target_snapshots_and_reads_the_cluster_and_service_the_settings_name(
+    moto_server: MotoServer,
+) -> None:
+    ecs = moto_server.client("ecs")
+    ecs.create_cluster(clusterName="shop")
+    container = {"name": "app", "image": "registry.example/checkout:0.9.0", "memory": 256}
+    td = ecs.register_task_definition(family="checkout-svc", containerDefinitions=[container])
+    arn = td["taskDefinition"]["taskDefinitionArn"]
+    ecs.create_service(cluster="shop", serviceName="checkout-svc", taskDefinition=arn, desiredCount=1)
+    settings = {"cluster": "shop", "service": "checkout-svc", "container": "app"}
+    rel = Release(
+        service=SERVICE,
+        environment=ENV,
+        version="1.0.0",
+        artifact="registry.example/checkout:1.0.0",
+        settings=settings,
+    )
+    config = AwsTargetConfig.model_validate(moto_server.target_config())
+
+    def rolling(n: int) -> Step:
+        version = f"{n}.0.0"
+        update = {"version": version, "artifact": f"registry.example/checkout:{version}"}
+        return Step(
+            step_id=f"roll-{n}", deployment_id=f"d-{n}", kind="rolling", release=rel.model_copy(update=update)
+        )
+
+    def image() -> str:
+        [svc] = ecs.describe_services(cluster="shop", services=["checkout-svc"])["services"]
+        found = ecs.describe_task_definition(taskDefinition=svc["taskDefinition"])["taskDefinition"]
+        return str(found["containerDefinitions"][0]["image"])
+
+    rolled = await EcsTarget(config).apply(rolling(1))
+    assert rolled.ok, rolled.error
+
+    restarted = EcsTarget(config)
+    snapshot = await restarted.snapshot(SERVICE, ENV, settings)
+    assert snapshot.version == "1.0.0" and snapshot.state["cluster"] == "shop"
+    assert list(snapshot.state["services"]) == ["checkout-svc"]
+    status = await restarted.status(SERVICE, ENV, settings)
+    assert status.reachable and [(t.version, t.weight) for t in status.tracks] == [("1.0.0", 100)]
+    # settings apply would refuse are refused here too
+    half = {**settings, "colour_services": {"blue": "a", "green": "b"}}
+    with pytest.raises(InvalidInput):
+        await restarted.snapshot(SERVICE, ENV, half)
+    with pytest.raises(InvalidInput):
+        await restarted.status(SERVICE, ENV, half)
+
+    # the snapshot names its service: a new instance restores it without settings
+    assert (await EcsTarget(config).apply(rolling(2))).ok and image().endswith(":2.0.0")
+    restored = await EcsTarget(config).restore(snapshot, step_id="restore-d-2")
+    assert restored.ok, restored.error
+    assert image() == "registry.example/checkout:1.0.0"
 
 
 # -- the record of applied steps ------------------------------------------------------------

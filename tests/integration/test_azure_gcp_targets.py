@@ -23,7 +23,7 @@ import pytest
 from adapters.targets import Release, Step, StepResult, Target, create_target
 from adapters.targets.azure import AzureContainerAppsTarget, AzureContainerAppsTargetConfig
 from adapters.targets.gcp import CloudRunTarget, CloudRunTargetConfig
-from events.errors import AdapterRejected
+from events.errors import AdapterRejected, InvalidInput
 from tests.azurefake import AzureFakeServer
 from tests.contract_cloud import (
     AZURE_TOKEN,
@@ -363,6 +363,60 @@ async def test_an_azure_api_that_stays_down_is_the_steps_error(
     assert not (await target.status(service, ENV)).reachable
     azure.fake.heal()
     assert azure.fake.serving(_azure_key(service)) == {f"{service}--v1-0-0": 100}
+
+
+# -- placement after a restart ----------------------------------------------------------
+
+
+async def test_a_new_cloud_run_target_reads_the_project_region_and_service_the_settings_name(
+    gcp: GcpFakeServer, service: str
+) -> None:
+    """After a restart no apply is remembered: the settings alone say the service is
+    ``<service>-api`` in another project and region than the config's."""
+    settings = {"project": "other-project", "region": "us-central1", "service_name": f"{service}-api"}
+    await _ok(CloudRunTarget(cloud_run_config(gcp)), _step(service, "v1", "rolling", "1.0.0", **settings))
+    name = f"projects/other-project/locations/us-central1/services/{service}-api"
+    assert gcp.fake.serving(name) == {f"{service}-api-1-0-0": 100}
+
+    restarted = CloudRunTarget(cloud_run_config(gcp))
+    snapshot = await restarted.snapshot(service, ENV, settings)
+    assert snapshot.version == "1.0.0" and snapshot.state["name"] == name
+    status = await restarted.status(service, ENV, settings)
+    assert status.reachable and [(t.version, t.weight) for t in status.tracks] == [("1.0.0", 100)]
+    # without settings it looks for the service in the config's project: none there
+    assert (await CloudRunTarget(cloud_run_config(gcp)).snapshot(service, ENV)).version is None
+    with pytest.raises(InvalidInput):  # as apply refuses them
+        await restarted.status(service, ENV, {**settings, "preview_tag": "Not A Tag"})
+
+
+async def test_a_new_azure_target_reads_the_subscription_group_and_app_the_settings_name(
+    azure: AzureFakeServer, service: str
+) -> None:
+    settings = {
+        **_azure_settings(),
+        "subscription_id": "11111111-1111-1111-1111-111111111111",
+        "resource_group": "rg-other",
+        "container_app": f"{service}-app",
+    }
+    await _ok(
+        AzureContainerAppsTarget(azure_config(azure)), _step(service, "v1", "rolling", "1.0.0", **settings)
+    )
+    key = ("11111111-1111-1111-1111-111111111111", "rg-other", f"{service}-app")
+    assert azure.fake.serving(key) == {f"{service}-app--v1-0-0": 100}
+
+    restarted = AzureContainerAppsTarget(azure_config(azure))
+    try:
+        snapshot = await restarted.snapshot(service, ENV, settings)
+        assert snapshot.version == "1.0.0"
+        assert (snapshot.state["resource_group"], snapshot.state["container_app"]) == key[1:]
+        status = await restarted.status(service, ENV, settings)
+        assert status.reachable and [(t.version, t.weight) for t in status.tracks] == [("1.0.0", 100)]
+        # without settings it looks for the app in the config's group: none there
+        assert (await restarted.snapshot(service, ENV)).version is None
+        with pytest.raises(InvalidInput):  # as apply refuses them
+            await restarted.snapshot(service, ENV, {**settings, "target_port": 0})
+    finally:
+        await restarted.close()
 
 
 # -- credentials ---------------------------------------------------------------------

@@ -25,6 +25,7 @@ import pytest
 from adapters.targets import Release, Snapshot, Step, StepKind, create_target
 from adapters.targets.dbmigrate import DbMigrateTarget, DbMigrateTargetConfig
 from adapters.targets.dbmigrate.target import lock_key
+from events.errors import InvalidInput
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "migrations"
 SERVICE, ENV = "shop", "production"
@@ -353,3 +354,34 @@ def test_unknown_settings_are_refused(tmp_path: Path) -> None:
         create_target("dbmigrate", {"state_dir": str(tmp_path), "no_such_option": 1})
     config = DbMigrateTargetConfig(state_dir=tmp_path)
     assert config.pg_dump == "pg_dump"
+
+
+# -- placement after a restart -----------------------------------------------------------
+
+
+async def test_a_new_target_snapshots_and_reads_the_database_the_settings_name(
+    tmp_path: Path, pg_tools: tuple[str, str], database_url: str, postgres_dsn: str
+) -> None:
+    """After a restart no settings are remembered: the ones given name the database,
+    and win over the config's ``databases`` (here another database)."""
+    rel = release(database_url, FIXTURES / "basic")
+    assert (await make_target(tmp_path, pg_tools).apply(step(rel, "s1"))).ok
+
+    restarted = make_target(tmp_path, pg_tools)
+    with pytest.raises(InvalidInput):  # nothing to go by without them
+        await restarted.status(SERVICE, ENV)
+    other = {"database_url": postgres_dsn, "migrations": str(FIXTURES / "basic")}
+    configured = make_target(tmp_path, pg_tools, databases={f"{SERVICE}/{ENV}": other})
+    for target in (restarted, configured):
+        snapshot = await target.snapshot(SERVICE, ENV, rel.settings)
+        assert snapshot.version == "0003" and snapshot.state["applied"] == [1, 2, 3]
+        status = await target.status(SERVICE, ENV, rel.settings)
+        assert status.reachable and [t.version for t in status.tracks] == ["0003"]
+
+    bad = {**rel.settings, "history_schema": "Not-An-Identifier"}
+    with pytest.raises(InvalidInput):
+        await restarted.apply(step(rel.model_copy(update={"settings": bad}), "s2"))
+    with pytest.raises(InvalidInput):
+        await restarted.snapshot(SERVICE, ENV, bad)
+    with pytest.raises(InvalidInput):
+        await restarted.status(SERVICE, ENV, bad)

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from adapters.targets import Release, Snapshot, Step, create_target
 from adapters.targets.kubernetes import KubernetesTarget, KubernetesTargetConfig, bluegreen, route
-from events.errors import AdapterRejected
+from events.errors import AdapterRejected, InvalidInput
 from tests.kubefake import KubeFake
 
 pytestmark = pytest.mark.timeout(60)
@@ -732,3 +732,56 @@ def test_scale_down_waits_the_rest_of_the_delay_after_the_switch(
     switched_at: str | None, delay: float, expected: float
 ) -> None:
     assert bluegreen.scale_down_wait(switched_at, delay, now=102.0) == expected
+
+
+# -- placement after a restart -----------------------------------------------------------
+
+PLACED = {"namespace": "team-a", "deployment": "web-api", "container": "app"}
+
+
+def _bare() -> KubernetesTarget:
+    """A new instance (a restart) whose config names no cluster: the settings must."""
+    return KubernetesTarget(KubernetesTargetConfig(rollout_timeout=20))
+
+
+async def test_a_new_instance_snapshots_and_reads_status_where_the_settings_place_the_service(
+    fake: tuple[KubeFake, str, Path],
+) -> None:
+    """After a restart no apply is remembered: the settings alone say the service lives
+    on this cluster in namespace team-a as Deployment web-api, so the snapshot is not of
+    an empty ``staging`` — and restoring it after 1.1.0, by yet another new instance,
+    brings 1.0.0 back there, deleting nothing."""
+    kube, _, kubeconfig = fake
+    placed = {**PLACED, "kubeconfig": str(kubeconfig)}
+    assert (await _bare().apply(_step("s1", "1.0.0", **placed))).ok
+    settings = {"port": 8080, **placed}
+
+    restarted = _bare()
+    snapshot = await restarted.snapshot("web", NS, settings)
+    assert snapshot.version == "1.0.0"
+    assert (snapshot.state["namespace"], snapshot.state["deployment"]) == ("team-a", "web-api")
+    assert snapshot.state["deployments"]["web-api"] is not None
+    status = await restarted.status("web", NS, settings)
+    assert status.reachable and [(t.version, t.role) for t in status.tracks] == [("1.0.0", "stable")]
+    # without settings a new instance looks at the defaults: nothing there
+    assert (await _target(kubeconfig).snapshot("web", NS)).version is None
+
+    assert (await _bare().apply(_step("s2", "1.1.0", **placed))).ok
+    restored = await _bare().restore(snapshot, step_id="d1/rollback")
+    assert restored.ok and restored.detail["deleted"] == [], restored
+    dep = kube.objects[("deployments", "team-a", "web-api")]
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/web:1.0.0"
+
+
+async def test_snapshot_and_status_refuse_invalid_settings_as_apply_does(
+    fake: tuple[KubeFake, str, Path],
+) -> None:
+    _, _, kubeconfig = fake
+    target = _target(kubeconfig)
+    bad = {"port": "not a port"}
+    with pytest.raises(InvalidInput):
+        await target.apply(_step("s1", "1.0.0", **bad))
+    with pytest.raises(InvalidInput):
+        await target.snapshot("web", NS, bad)
+    with pytest.raises(InvalidInput):
+        await target.status("web", NS, bad)

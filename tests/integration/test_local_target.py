@@ -512,3 +512,27 @@ async def test_without_a_stable_version_a_baseline_is_not_started(target, state_
     assert "baseline" not in detail and "no stable" in detail["note"]
     status = await target.status(SERVICE, ENV)
     assert [(t.role, t.weight) for t in status.tracks] == [("canary", 100)]
+
+
+# -- placement after a restart -----------------------------------------------------------
+
+
+async def test_a_new_target_given_the_settings_snapshots_and_reads_what_the_record_says_runs(
+    target, state_dir, tmp_path
+):
+    """The record, not the settings, says what runs: a new instance (a restart) given
+    the release's settings — even another command and cwd than what runs — snapshots
+    exactly what the first one would, and its status finds the instances."""
+    await applied(target, step("rolling", release("1.0.0"), replicas=2))
+    before = await target.snapshot(SERVICE, ENV)
+    elsewhere = {"command": [*COMMAND, "--extra"], "cwd": str(tmp_path), "health_path": "/other"}
+
+    restarted = new_target(state_dir)
+    for settings in ({"command": COMMAND}, elsewhere):
+        snapshot = await restarted.snapshot(SERVICE, ENV, settings)
+        assert snapshot == before and snapshot.version == "1.0.0"
+        assert [t["command"] for t in snapshot.state["tracks"]] == [COMMAND]
+        status = await restarted.status(SERVICE, ENV, settings)
+        assert status.reachable and status.endpoint == await endpoint_of(target)
+        [track] = status.tracks
+        assert (track.version, track.weight, len(track.urls)) == ("1.0.0", 100, 2)

@@ -15,6 +15,7 @@ import pytest
 
 from adapters.targets import Release, Step, create_target
 from adapters.targets.ssh import SshTarget, SshTargetConfig
+from events.errors import InvalidInput
 from tests.sshd import (
     SshdCluster,
     free_port,
@@ -342,3 +343,46 @@ async def test_a_host_unhealthy_mid_rolling_puts_every_host_back_on_its_slot(
         assert [await version_at(h.address, ports[1]) for h in ssh.hosts] == [None] * 3
     finally:
         stop_services(ssh, service)
+
+
+# -- placement after a restart -----------------------------------------------------------
+
+
+async def test_a_new_target_snapshots_and_reads_status_of_the_hosts_and_root_the_settings_name(
+    ssh: SshdCluster, target: SshTarget, service: str, tmp_path: Path
+) -> None:
+    """A new target whose state dir holds no record of the service (no inventory in its
+    config either) is told the hosts and root by the settings, and they win over a
+    record that names others."""
+    ok = await target.apply(step(service, "1.0.0", artifact(tmp_path, "1.0.0"), "roll", settings(ssh)))
+    assert ok.ok, ok.error
+    restarted = SshTarget(SshTargetConfig(state_dir=tmp_path / "fresh-state", health_interval=0.05))
+    with pytest.raises(InvalidInput):  # nothing to go by without them
+        await restarted.snapshot(service, ENV)
+
+    snap = await restarted.snapshot(service, ENV, settings(ssh))
+    assert snap.version == "1.0.0" and sorted(snap.state["hosts"]) == ["h1", "h2", "h3"]
+    status = await restarted.status(service, ENV, settings(ssh))
+    assert status.reachable and [(t.version, t.weight) for t in status.tracks] == [("1.0.0", 100)]
+
+    # h1 alone, its root given by the inventory's ``root`` rather than the host's own
+    h1 = {k: v for k, v in ssh.inventory()[0].items() if k != "root"}
+    only_h1 = settings(ssh, hosts=[h1], root=str(ssh.hosts[0].root))
+    for instance in (restarted, target):  # ``target`` remembers all three hosts
+        snap = await instance.snapshot(service, ENV, only_h1)
+        assert snap.version == "1.0.0" and list(snap.state["hosts"]) == ["h1"]
+        assert snap.state["settings"]["root"] == str(ssh.hosts[0].root)
+        status = await instance.status(service, ENV, only_h1)
+        assert [(t.version, t.weight) for t in status.tracks] == [("1.0.0", 100)]
+
+
+async def test_snapshot_and_status_refuse_invalid_settings_as_apply_does(
+    ssh: SshdCluster, target: SshTarget, service: str, tmp_path: Path
+) -> None:
+    bad = settings(ssh, root="relative/root")
+    with pytest.raises(InvalidInput):
+        await target.apply(step(service, "1.0.0", artifact(tmp_path, "1.0.0"), "roll", bad))
+    with pytest.raises(InvalidInput):
+        await target.snapshot(service, ENV, bad)
+    with pytest.raises(InvalidInput):
+        await target.status(service, ENV, bad)

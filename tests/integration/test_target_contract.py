@@ -1,7 +1,10 @@
 """The target contract, written once and run for every target (issue 6, Tests):
 apply a strategy's steps, read status, snapshot, restore, restore twice is
-harmless, the same step id twice is harmless, and a new target instance (a process
-restart over the same state and config) re-driving a step converges.
+harmless, the same step id twice is harmless, a new target instance (a process
+restart over the same state and config) re-driving a step converges, and a new
+instance given the release's settings snapshots and reads status where the first
+applied (a later restore of that snapshot brings v1 back). Snapshot and status
+always get the release's settings, as the consumers pass the plan's.
 
 Each case runs per (target, strategy) for the strategies the target's Capabilities
 declare (tests/targetcontract.py ``strategies``): rolling for all; blue-green and
@@ -22,6 +25,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -190,8 +194,13 @@ def v2_steps(h: Harness, strategy: Strategy) -> list[Step]:
     return strategy_steps(h.release(2), strategy, "v2")
 
 
-async def serving(target: Target, h: Harness) -> list[str]:
-    status = await target.status(h.service, h.environment)
+def settings(h: Harness, n: int) -> dict[str, Any]:
+    """Version ``n``'s target settings, as callers pass them to snapshot and status."""
+    return h.release(n).settings
+
+
+async def serving(target: Target, h: Harness, n: int) -> list[str]:
+    status = await target.status(h.service, h.environment, settings(h, n))
     assert status.reachable
     return [t.version for t in status.tracks if t.weight > 0]
 
@@ -203,30 +212,30 @@ async def test_apply_v1_then_v2_status_and_observation_agree(harness: Harness, s
     target = harness.target()
     await apply_all(target, v1_steps(harness))
     assert await harness.observe() == harness.expected(1)
-    assert await serving(target, harness) == [harness.expected(1)]
+    assert await serving(target, harness, 1) == [harness.expected(1)]
 
     await apply_all(target, v2_steps(harness, strategy))
     assert await harness.observe() == harness.expected(2)
-    assert await serving(target, harness) == [harness.expected(2)]
+    assert await serving(target, harness, 2) == [harness.expected(2)]
 
 
 async def test_snapshot_then_restore_brings_v1_back(harness: Harness, strategy: Strategy) -> None:
     target = harness.target()
     await apply_all(target, v1_steps(harness))
-    snapshot = await target.snapshot(harness.service, harness.environment)
+    snapshot = await target.snapshot(harness.service, harness.environment, settings(harness, 1))
     await apply_all(target, v2_steps(harness, strategy))
     assert await harness.observe() == harness.expected(2)
 
     restored = await target.restore(snapshot, step_id="restore-d-2")
     assert restored.ok, restored.error
     assert await harness.observe() == harness.expected(1)
-    assert await serving(target, harness) == [harness.expected(1)]
+    assert await serving(target, harness, 1) == [harness.expected(1)]
 
 
 async def test_restore_twice_is_harmless(harness: Harness, strategy: Strategy) -> None:
     target = harness.target()
     await apply_all(target, v1_steps(harness))
-    snapshot = await target.snapshot(harness.service, harness.environment)
+    snapshot = await target.snapshot(harness.service, harness.environment, settings(harness, 1))
     await apply_all(target, v2_steps(harness, strategy))
     first = await target.restore(snapshot, step_id="restore-d-2")
     assert first.ok, first.error
@@ -264,5 +273,24 @@ async def test_apply_after_a_crash_mid_step_converges(harness: Harness, strategy
     restarted = harness.target()
     await apply_all(restarted, steps)
     assert await harness.observe() == harness.expected(2)
-    assert await serving(restarted, harness) == [harness.expected(2)]
+    assert await serving(restarted, harness, 2) == [harness.expected(2)]
     assert await harness.effects() == effects
+
+
+async def test_a_new_instance_given_the_settings_snapshots_what_a_later_restore_brings_back(
+    harness: Harness, strategy: Strategy
+) -> None:
+    """The execution consumer after a restart: a new instance, given the release's
+    settings and remembering no apply, snapshots v1 where the applying instance put
+    it and reads its status there; restoring that snapshot after v2 brings v1 back."""
+    await apply_all(harness.target(), v1_steps(harness))
+    restarted = harness.target()
+    snapshot = await restarted.snapshot(harness.service, harness.environment, settings(harness, 1))
+    assert snapshot.version == harness.expected(1)
+    assert await serving(restarted, harness, 1) == [harness.expected(1)]
+
+    await apply_all(restarted, v2_steps(harness, strategy))
+    assert await harness.observe() == harness.expected(2)
+    restored = await harness.target().restore(snapshot, step_id="restore-d-2")
+    assert restored.ok, restored.error
+    assert await harness.observe() == harness.expected(1)

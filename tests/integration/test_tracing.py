@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,9 @@ class TracedTarget:
             self._server.close()
             self._server = None
 
-    async def snapshot(self, service: str, environment: str) -> Snapshot:
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
         version = self.serving.get((service, environment))
         return Snapshot(service=service, environment=environment, version=version)
 
@@ -105,7 +107,9 @@ class TracedTarget:
         self.applied[step.step_id] = StepResult(step_id=step.step_id, ok=True)
         return self.applied[step.step_id]
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         version = self.serving.get((service, environment))
         if version is None:
             return TargetStatus(service=service, environment=environment, reachable=True)

@@ -6,7 +6,7 @@ aiohttp service started here, behind a fake target that only answers ``status()`
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -125,7 +125,9 @@ class FakeTarget:
     capabilities: Capabilities = field(default_factory=Capabilities)
     calls: int = 0
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         self.calls += 1
         if self.status_of is None:
             raise ConnectionRefusedError("the target's API is down")

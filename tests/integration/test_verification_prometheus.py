@@ -11,6 +11,7 @@ Queries are evaluated at a frozen instant inside the backfilled data
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -86,7 +87,9 @@ class FakeTarget:
     TYPE: str = "local"
     capabilities: Capabilities = field(default_factory=Capabilities)
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         return TargetStatus(service=service, environment=environment, reachable=True, tracks=self.tracks)
 
 

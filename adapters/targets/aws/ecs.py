@@ -33,13 +33,17 @@ never raise for them.
 Where a service lives: cluster ``settings.cluster`` (default: the environment's
 name), service ``settings.service`` (default: the service's name), container
 ``settings.container`` (default: the service's name). ``snapshot`` and ``status``
-use what the last ``apply`` of the service used in this process, else those defaults.
+place the service by the release settings they are given, as ``apply`` does; without
+them they use what the last ``apply`` of the service used in this process, else those
+defaults. The snapshot records that placement, so ``restore`` — which gets no settings —
+acts on the same services and listener in a process that never applied the release.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -110,10 +114,12 @@ class EcsTarget:
 
     # -- the Target protocol ---------------------------------------------------------
 
-    async def snapshot(self, service: str, environment: str) -> Snapshot:
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
         """Each service's task definition and desired count, and the listener's
         weights; raises ``AwsCallFailed`` when the API cannot be read."""
-        where = self._placement(service, environment, None)
+        where = self._placement(service, environment, _parsed(settings))
         async with self._api.client("ecs", where.region) as ecs:
             services = {}
             found = await self._services(ecs, where, list(where.colours.values()) or [where.service])
@@ -130,6 +136,13 @@ class EcsTarget:
             "services": services,
             "listener_arn": where.listener_arn,
             "weights": weights,
+            "placement": {
+                "region": where.region,
+                "service": where.service,
+                "container": where.container,
+                "colours": where.colours,
+                "target_groups": where.target_groups,
+            },
         }
         active = self._active(where, weights) if where.colours else where.service
         return Snapshot(
@@ -164,10 +177,12 @@ class EcsTarget:
         except (AwsCallFailed, RolloutFailed) as exc:
             return StepResult(step_id=step.step_id, ok=False, error=f"ecs {step.kind}: {exc}", detail=base)
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         """One track per service with tasks or traffic: its version and the
         listener's weight (100 without colours)."""
-        where = self._placement(service, environment, None)
+        where = self._placement(service, environment, _parsed(settings))
         try:
             weights = await self._weights(where) if where.colours else {}
             active = self._active(where, weights) if where.colours else where.service
@@ -192,10 +207,9 @@ class EcsTarget:
         state = snapshot.state
         if "services" not in state:
             return StepResult(step_id=step_id, ok=False, error="ecs restore: not an ecs snapshot")
-        base = self._placement(snapshot.service, snapshot.environment, None)
         key = f"restore/{step_id}/{digest(state)}"
         detail: dict[str, Any] = {"cluster": state["cluster"], "services": state["services"]}
-        where = Placement(base.region, state["cluster"], base.service, base.container, **self._colours(base))
+        where = self._placed(snapshot, state)
         try:
             async with self._api.client("ecs", where.region) as ecs:
                 arn, tags = await self._tags(ecs, where)
@@ -426,6 +440,25 @@ class EcsTarget:
             "target_groups": where.target_groups,
         }
 
+    def _placed(self, snapshot: Snapshot, state: dict[str, Any]) -> Placement:
+        """Where the snapshot was taken; a snapshot that does not say (taken before it
+        recorded its placement) is placed as ``snapshot`` without settings would be."""
+        placed = state.get("placement")
+        if placed is None:
+            base = self._placement(snapshot.service, snapshot.environment, None)
+            return Placement(
+                base.region, state["cluster"], base.service, base.container, **self._colours(base)
+            )
+        return Placement(
+            region=placed["region"],
+            cluster=state["cluster"],
+            service=placed["service"],
+            container=placed["container"],
+            listener_arn=state.get("listener_arn"),
+            colours=dict(placed["colours"]),
+            target_groups=dict(placed["target_groups"]),
+        )
+
     def _placement(self, service: str, environment: str, settings: EcsSettings | None) -> Placement:
         if settings is None:
             known = self._placements.get((service, environment))
@@ -448,3 +481,8 @@ class EcsTarget:
             colours=colours,
             target_groups=groups,
         )
+
+
+def _parsed(settings: Mapping[str, Any] | None) -> EcsSettings | None:
+    """The caller's release settings, parsed as ``apply`` parses them (None: none given)."""
+    return None if settings is None else EcsSettings.of(dict(settings))

@@ -20,6 +20,12 @@ process or another, is not applied twice. The snapshot is the traffic block (wei
 and labels, ``latestRevision`` resolved to the revision it meant then) and the
 revisions that were active; ``restore`` re-activates those and puts the block back.
 
+Where an app lives: subscription and resource group from the release settings, else
+the config; the app ``settings.container_app``, default the service's name.
+``snapshot`` and ``status`` place it by the release settings they are given, as
+``apply`` does; without them they use what the last ``apply`` of the service used in
+this process, else those defaults.
+
 The official azure-mgmt-appcontainers aio client does the HTTP: its retry policy
 retries 408/429/5xx and connection errors with exponential backoff (``retry_total``
 times, PATCH and POST included: every request here is declarative); when it gives up,
@@ -33,7 +39,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -130,10 +136,12 @@ class AzureContainerAppsTarget:
 
     # -- the Target protocol ---------------------------------------------------------
 
-    async def snapshot(self, service: str, environment: str) -> Snapshot:
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
         """The app's traffic block (``latestRevision`` resolved), the active revisions
         and their versions; an empty state when the app does not exist."""
-        where = self._placement(service, environment, None)
+        where = self._placement(service, environment, _parsed(settings))
         async with self._client(where) as client:
             app = await self._get(client, where)
             if app is None:
@@ -164,10 +172,12 @@ class AzureContainerAppsTarget:
         key = step_digest(f"{step.deployment_id}/{step.step_id}")
         return await self._guarded(step.step_id, self._apply(where, step, settings, key))
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         """One track per revision in the traffic block, label URLs included;
         ``reachable`` is whether the API answered (after retries)."""
-        where = self._placement(service, environment, None)
+        where = self._placement(service, environment, _parsed(settings))
         try:
             async with self._client(where) as client:
                 app = await self._get(client, where)
@@ -667,3 +677,8 @@ class AzureContainerAppsTarget:
                 return AdapterUnavailable(f"{message} (after {self.config.retry_total} retries)")
             return AdapterRejected(message)
         return AdapterRejected(f"azure API: {type(exc).__name__}: {exc}")
+
+
+def _parsed(settings: Mapping[str, Any] | None) -> AzureContainerAppsSettings | None:
+    """The caller's release settings, parsed as ``apply`` parses them (None: none given)."""
+    return None if settings is None else AzureContainerAppsSettings.of(dict(settings))

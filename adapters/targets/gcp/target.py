@@ -20,6 +20,12 @@ The snapshot is the traffic block, with a ``LATEST`` route resolved to the revis
 it meant then (restoring ``LATEST`` later would mean the new revision); ``restore``
 puts it back without touching the template.
 
+Where a service lives: project and region from the release settings, else the config;
+the Cloud Run service ``settings.service_name``, default the service's name.
+``snapshot`` and ``status`` place it by the release settings they are given, as
+``apply`` does; without them they use what the last ``apply`` of the service used in
+this process, else those defaults.
+
 google-cloud-run's REST transport is synchronous: every call runs in a worker thread.
 Requests answered 5xx or 429 are retried with backoff by the client's retry policy
 (bounded by ``retry_timeout``); when it gives up, ``apply`` and ``restore`` report the
@@ -34,7 +40,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -131,10 +137,12 @@ class CloudRunTarget:
 
     # -- the Target protocol ---------------------------------------------------------
 
-    async def snapshot(self, service: str, environment: str) -> Snapshot:
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
         """The service's traffic block (``LATEST`` resolved to a revision name) and the
         versions of its revisions; an empty state when the service does not exist."""
-        where = self._placement(service, environment, None)
+        where = self._placement(service, environment, _parsed(settings))
         svc = await self._thread(self._get, where)
         if svc is None:
             return Snapshot(service=service, environment=environment, state={"format": SNAPSHOT_FORMAT})
@@ -160,10 +168,12 @@ class CloudRunTarget:
         key = f"{step.deployment_id}/{step.step_id}"
         return await self._guarded(step.step_id, lambda: self._apply(where, step, settings, key))
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         """One track per revision in the traffic block, with its tag URL; ``reachable``
         is whether the API answered (after retries)."""
-        where = self._placement(service, environment, None)
+        where = self._placement(service, environment, _parsed(settings))
         try:
             svc = await self._thread(self._get, where)
         except AdapterUnavailable:
@@ -510,3 +520,8 @@ class CloudRunTarget:
         if isinstance(exc, gexc.GoogleAPICallError):
             return f"{exc.code} {exc.message}"
         return f"{type(exc).__name__}: {exc}"
+
+
+def _parsed(settings: Mapping[str, Any] | None) -> CloudRunSettings | None:
+    """The caller's release settings, parsed as ``apply`` parses them (None: none given)."""
+    return None if settings is None else CloudRunSettings.of(dict(settings))

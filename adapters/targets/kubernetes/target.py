@@ -45,9 +45,11 @@ twice.
 
 Where a service lives: namespace = ``settings.namespace``, else
 ``config.namespaces[environment]``, else the environment's name; the container named like
-the service unless the settings say otherwise. ``snapshot`` and ``status`` are called
-without settings: they use what the last ``apply`` of the service used in this process,
-else those defaults (so no route).
+the service unless the settings say otherwise. ``snapshot`` and ``status`` place the
+service by the release settings they are given, exactly as ``apply`` does; without
+them they use what the last ``apply`` of the service used in this process, else those
+defaults (so no route). The snapshot records the cluster (kubeconfig, context),
+namespace and names, so ``restore`` — which gets no settings — acts where it was taken.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -136,10 +138,12 @@ class KubernetesTarget:
 
     # -- the Target protocol ---------------------------------------------------------
 
-    async def snapshot(self, service: str, environment: str) -> Snapshot:
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
         """Every Deployment's spec, every Service's selector and ports, the route's
         backendRefs — ``None`` for each that does not exist (see ``snapshots.py``)."""
-        where = self._placement(service, environment, None)
+        where = self._placement(service, environment, _parsed(settings))
         async with kube.connect(where.kubeconfig, where.context) as api:
             apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
             deployments: dict[str, Any] = {}
@@ -178,6 +182,8 @@ class KubernetesTarget:
             version = (active["spec"]["template"].get("metadata") or {}).get("labels", {}).get(VERSION_LABEL)
         state = {
             "format": SNAPSHOT_FORMAT,
+            "kubeconfig": None if where.kubeconfig is None else str(where.kubeconfig),
+            "context": where.context,
             "namespace": where.namespace,
             "deployment": where.deployment,
             "container": where.container,
@@ -219,12 +225,14 @@ class KubernetesTarget:
             await self._record(job.apps, where.side(record_on), key, result)
             return result
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         """The active Deployment (``stable``, or ``active`` for a colour) and the canary
         with their traffic weights — from the route when one is configured, else the
         ratio of ready replicas — and any other Deployment with ready pods as a
         ``preview`` at weight 0; ``reachable`` is whether the API server answers."""
-        where = self._placement(service, environment, None)
+        where = self._placement(service, environment, _parsed(settings))
         try:
             async with kube.connect(where.kubeconfig, where.context) as api:
                 apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
@@ -273,6 +281,9 @@ class KubernetesTarget:
         state = snapshots.upcast(snapshot.state, base.deployment, base.container)
         where = replace(
             base,
+            # a snapshot taken before it named its cluster: where snapshot would look without settings
+            kubeconfig=Path(state["kubeconfig"]) if state.get("kubeconfig") else base.kubeconfig,
+            context=state["context"] if "context" in state else base.context,
             namespace=state.get("namespace") or base.namespace,
             deployment=state["deployment"],
             container=state["container"],
@@ -865,3 +876,8 @@ class KubernetesTarget:
             route=settings.route,
             scale_down_delay=settings.scale_down_delay_seconds,
         )
+
+
+def _parsed(settings: Mapping[str, Any] | None) -> KubernetesSettings | None:
+    """The caller's release settings, parsed as ``apply`` parses them (None: none given)."""
+    return None if settings is None else KubernetesSettings.of(dict(settings))

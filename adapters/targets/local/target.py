@@ -19,13 +19,18 @@ Release settings the local target reads:
   rest); promoting, scaling down or restoring a snapshot without it stops it.
 
 ``Release.config`` becomes extra environment variables of the instances.
+
+``snapshot`` and ``status`` take the release settings too (the ``Target`` protocol)
+and need none of them: what runs is read from the record of (service, environment) in
+the state dir, which outlives the process, and each track keeps the command it was
+started with. The settings only shape instances a step starts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -50,7 +55,9 @@ class LocalTarget:
 
     # -- the Target protocol ---------------------------------------------------------
 
-    async def snapshot(self, service: str, environment: str) -> Snapshot:
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
         """What runs now — versions, command templates, config hashes, replicas, weights —
         read from the record; enough for ``restore`` to bring it back exactly."""
         state = self.store.load(service, environment)
@@ -81,7 +88,9 @@ class LocalTarget:
             action=lambda run: handler(run, step),
         )
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         """The versions serving with roles, weights and instance URLs; ``reachable`` is
         whether the proxy answers (or, before the first deployment, whether the state
         directory is usable)."""

@@ -28,14 +28,17 @@ twice. A call that still fails after botocore's retries ends the step with
 
 Where a function lives: ``settings.function`` (default: the service's name) and the
 alias ``settings.alias`` (default: the environment's name). ``snapshot`` and
-``status`` are called without settings: they use what the last ``apply`` of the
-service used in this process, else those defaults.
+``status`` place the function by the release settings they are given, as ``apply``
+does; without them they use what the last ``apply`` of the service used in this
+process, else those defaults. The snapshot names the function, alias and region, so
+``restore`` (which gets no settings) needs none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,15 +87,18 @@ class LambdaTarget:
 
     # -- the Target protocol ---------------------------------------------------------
 
-    async def snapshot(self, service: str, environment: str) -> Snapshot:
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
         """The alias's version and routing, and the release each of those versions
         was published for; ``function_version`` None when there is no alias yet.
         Raises ``AwsCallFailed`` when the API cannot be read."""
-        where = self._placement(service, environment, None)
+        where = self._placement(service, environment, _parsed(settings))
         async with self._api.client("lambda", where.region) as lam:
             alias = await self._alias(lam, where)
             state: dict[str, Any] = {
                 "format": SNAPSHOT_FORMAT,
+                "region": where.region,
                 "function": where.function,
                 "alias": where.alias,
                 "function_version": alias["FunctionVersion"] if alias else None,
@@ -126,10 +132,12 @@ class LambdaTarget:
         except (AwsCallFailed, RolloutFailed) as exc:
             return StepResult(step_id=step.step_id, ok=False, error=f"lambda {step.kind}: {exc}", detail=base)
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         """The alias's version (stable) and its routed version (canary) with their
         weights; ``reachable`` is whether the API answered."""
-        where = self._placement(service, environment, None)
+        where = self._placement(service, environment, _parsed(settings))
         try:
             async with self._api.client("lambda", where.region) as lam:
                 alias = await self._alias(lam, where)
@@ -155,11 +163,13 @@ class LambdaTarget:
         state = snapshot.state
         if "function" not in state:
             return StepResult(step_id=step_id, ok=False, error="lambda restore: not a lambda snapshot")
-        where = Placement(
-            self._placement(snapshot.service, snapshot.environment, None).region,
-            state["function"],
-            state["alias"],
+        # a snapshot taken before it named its region: where snapshot would look without settings
+        region = (
+            state["region"]
+            if "region" in state
+            else self._placement(snapshot.service, snapshot.environment, None).region
         )
+        where = Placement(region, state["function"], state["alias"])
         key = f"restore/{step_id}/{digest(state)}"
         detail: dict[str, Any] = {"function": where.function, "alias": where.alias}
         try:
@@ -364,3 +374,8 @@ class LambdaTarget:
             function=settings.function or service,
             alias=settings.alias or environment,
         )
+
+
+def _parsed(settings: Mapping[str, Any] | None) -> LambdaSettings | None:
+    """The caller's release settings, parsed as ``apply`` parses them (None: none given)."""
+    return None if settings is None else LambdaSettings.of(dict(settings))

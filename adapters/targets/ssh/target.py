@@ -20,6 +20,10 @@ A host that fails stops the step after its batch, and the hosts the step changed
 are put back as they were before it (``detail.rolled_back``); the step fails
 naming the host. ``preview`` and ``scale_down`` move no traffic and put nothing back.
 
+``snapshot`` and ``status`` read the hosts the release settings they are given name
+(as ``apply`` would); without them, the settings of the last release applied (kept
+in the state dir), else the config's inventory for the environment.
+
 ``snapshot`` records every host's layout (``current``, slot links, which slots
 run) with the settings; ``restore`` converges each host to it: start what ran,
 move ``current``, stop what did not run. A host that cannot be reached does not
@@ -39,7 +43,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -81,11 +85,13 @@ class SshTarget:
 
     # -- the Target protocol ---------------------------------------------------------
 
-    async def snapshot(self, service: str, environment: str) -> Snapshot:
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
         """Every host's layout (``current``, slots, which run) with the settings,
         enough for ``restore``; ``AdapterUnavailable`` naming any host not reached."""
-        settings = self._settings_of(service, environment)
-        layouts, failed = await self._layouts(settings, service)
+        placed = self._settings_of(service, environment, settings)
+        layouts, failed = await self._layouts(placed, service)
         if failed:
             raise AdapterUnavailable("; ".join(str(e) for e in failed))
         versions = {version_of(s) for s in (layout.serving() for layout in layouts.values()) if s}
@@ -95,7 +101,7 @@ class SshTarget:
             version=versions.pop() if len(versions) == 1 else None,
             state={
                 "format": FORMAT,
-                "settings": settings.model_dump(mode="json"),
+                "settings": placed.model_dump(mode="json"),
                 "hosts": {name: layout.to_json() for name, layout in layouts.items()},
             },
         )
@@ -108,7 +114,7 @@ class SshTarget:
                 f"ssh target: step kind {step.kind!r} is not supported "
                 "(rolling, preview, switch, scale_down; no traffic split)"
             )
-        settings = _settings(step.release)
+        settings = _parse(step.release.settings)
         if step.kind in BLUE_GREEN and not settings.slotted:
             raise InvalidInput(f"ssh target: {step.kind} needs two slots: set ports {{blue, green}}")
         release = step.release
@@ -120,13 +126,15 @@ class SshTarget:
             action=lambda: self._step(step, settings),
         )
 
-    async def status(self, service: str, environment: str) -> TargetStatus:
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
         """The versions ``current`` leads to, weighted by their share of hosts (role
         ``active`` with slots, else ``stable``), and releases running only in an
         inactive slot as ``preview`` at 0; ``reachable`` is whether every host answered."""
-        settings = self._settings_of(service, environment)
-        layouts, failed = await self._layouts(settings, service)
-        specs = {spec.name: spec for spec in settings.all_hosts()}
+        placed = self._settings_of(service, environment, settings)
+        layouts, failed = await self._layouts(placed, service)
+        specs = {spec.name: spec for spec in placed.all_hosts()}
         hosts_of: Counter[str] = Counter()
         serving: dict[str, list[str]] = {}  # version: urls
         idle: dict[str, list[str]] = {}
@@ -136,16 +144,16 @@ class SshTarget:
             if release:
                 hosts_of[version_of(release)] += 1
                 serving.setdefault(version_of(release), []).extend(
-                    self._urls(settings, specs[name], service, environment, release, active)
+                    self._urls(placed, specs[name], service, environment, release, active)
                 )
             for slot in SLOTS:
                 state = layout.slot(slot)
                 if slot != active and state.running and state.release and state.release != release:
                     idle.setdefault(version_of(state.release), []).extend(
-                        self._urls(settings, specs[name], service, environment, state.release, slot)
+                        self._urls(placed, specs[name], service, environment, state.release, slot)
                     )
         total = sum(hosts_of.values()) or 1
-        role: Literal["active", "stable"] = "active" if settings.slotted else "stable"
+        role: Literal["active", "stable"] = "active" if placed.slotted else "stable"
         tracks = [
             Track(version=v, role=role, weight=round(100 * hosts_of[v] / total), urls=serving[v])
             for v in sorted(serving)
@@ -414,9 +422,14 @@ class SshTarget:
         record["settings"] = settings.model_dump(mode="json")
         self._save(service, environment, record)
 
-    def _settings_of(self, service: str, environment: str) -> SshSettings:
-        """The settings of the last release applied (format 1 records kept only the
+    def _settings_of(
+        self, service: str, environment: str, given: Mapping[str, Any] | None = None
+    ) -> SshSettings:
+        """The release settings ``given``, parsed as ``apply`` parses them; without them
+        the settings of the last release applied (format 1 records kept only the
         inventory and restart), else the config's inventory for the environment."""
+        if given is not None:
+            return _parse(given)
         record = self._load(service, environment)
         if record.get("settings"):
             return SshSettings.model_validate(record["settings"])
@@ -482,9 +495,9 @@ async def _local_artifact(artifact: str) -> _LocalArtifact:
     return _LocalArtifact(path)
 
 
-def _settings(release: Release) -> SshSettings:
+def _parse(settings: Mapping[str, Any]) -> SshSettings:
     try:
-        return SshSettings.model_validate(release.settings)
+        return SshSettings.model_validate(dict(settings))
     except ValidationError as exc:
         raise InvalidInput(f"ssh target settings: {exc}") from exc
 

@@ -1,5 +1,5 @@
-"""Secret references in a plan's values: ``{"secret": {"env": NAME}}`` or
-``{"secret": {"file": PATH}}``.
+"""Secret references in a plan's values and target settings: ``{"secret": {"env":
+NAME}}`` or ``{"secret": {"file": PATH}}``.
 
 Only the references travel in events and logs; the values are resolved at the
 last moment, by the process that hands them to a target, with the same resolver
@@ -9,6 +9,7 @@ planning used to check that they resolve (``consumers.planning.values``).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +33,31 @@ def resolve_values(values: dict[str, Any], base_dir: Path | None = None) -> dict
         else:
             out[key] = str(value)
     return out
+
+
+def is_secret_ref(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"secret"} and isinstance(value["secret"], dict)
+
+
+def resolve_settings(settings: Mapping[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
+    """A target's settings with every secret reference in them (at any depth, e.g. a
+    dbmigrate ``database_url``) replaced by its value — for the target only, never
+    for an event or a log. An unresolved one raises ``InvalidInput`` naming its path."""
+    resolve = secret_resolver(os.environ, base_dir)
+
+    def walk(value: Any, path: str) -> Any:
+        if is_secret_ref(value):
+            try:
+                found = resolve(SecretSource.model_validate(value["secret"]))
+            except (LookupError, ValueError) as exc:
+                raise InvalidInput(f"target setting {path}: {exc}") from exc
+            if found is None:
+                raise InvalidInput(f"target setting {path}: secret not found")
+            return found
+        if isinstance(value, Mapping):
+            return {k: walk(v, f"{path}.{k}") for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    return {key: walk(value, key) for key, value in settings.items()}

@@ -1,4 +1,9 @@
-"""Targets as the consumers get them: one instance per type, configured here."""
+"""Targets as the consumers get them: one instance per type, configured here.
+
+Settings travel in plans as configured — secret references (``{"secret": {"env":
+NAME}}``, e.g. a dbmigrate ``database_url``) and all — so the log never holds a
+secret; the pool hands each target its settings with those references resolved, at
+the last moment, in every call (``SecretsResolved``)."""
 
 from __future__ import annotations
 
@@ -16,7 +21,42 @@ import adapters.targets.kubernetes
 import adapters.targets.local
 import adapters.targets.serverless  # lambda
 import adapters.targets.ssh  # noqa: F401
-from adapters.targets import Target, create_target
+from adapters.targets import Snapshot, Step, StepResult, Target, TargetStatus, create_target
+from consumers.secrets import resolve_settings
+
+
+class SecretsResolved:
+    """A target whose every settings argument (a step's ``Release.settings``, the
+    ``settings`` of snapshot/status/restore) has its secret references resolved."""
+
+    def __init__(self, target: Target, base_dir: Path | None) -> None:
+        self._target = target
+        self._base_dir = base_dir
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+    def _resolved(self, settings: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        return None if settings is None else resolve_settings(settings, self._base_dir)
+
+    async def apply(self, step: Step) -> StepResult:
+        release = step.release.model_copy(update={"settings": self._resolved(step.release.settings)})
+        return await self._target.apply(step.model_copy(update={"release": release}))
+
+    async def snapshot(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> Snapshot:
+        return await self._target.snapshot(service, environment, self._resolved(settings))
+
+    async def status(
+        self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+    ) -> TargetStatus:
+        return await self._target.status(service, environment, self._resolved(settings))
+
+    async def restore(self, snapshot: Snapshot, *, step_id: str, **kwargs: Any) -> StepResult:
+        if kwargs.get("settings") is not None:
+            kwargs["settings"] = self._resolved(kwargs["settings"])
+        return await self._target.restore(snapshot, step_id=step_id, **kwargs)
 
 
 class TargetPool:
@@ -26,7 +66,7 @@ class TargetPool:
     def __init__(self, home: Path, workdir: Path | None = None):
         self._home = home
         self._workdir = workdir
-        self._targets: dict[str, Target] = {}
+        self._targets: dict[str, SecretsResolved] = {}
 
     def _config(self, type_: str) -> dict[str, Any]:
         if type_ == "local":
@@ -54,9 +94,9 @@ class TargetPool:
             }
         return {}
 
-    def __call__(self, type_: str, settings: Mapping[str, Any] | None = None) -> Target:
+    def __call__(self, type_: str, settings: Mapping[str, Any] | None = None) -> Any:
         if type_ not in self._targets:
-            self._targets[type_] = create_target(type_, self._config(type_))
+            self._targets[type_] = SecretsResolved(create_target(type_, self._config(type_)), self._workdir)
         return self._targets[type_]
 
     async def close(self, *, stop_processes: bool) -> None:

@@ -122,3 +122,28 @@ def test_absolute_secret_files_ignore_the_base_dir(tmp_path: Path) -> None:
     (tmp_path / "token").write_text(TOKEN + "\r\n")
     resolve = secret_resolver({}, base_dir=Path("/nonexistent"))
     assert resolve(SecretSource(file=str(tmp_path / "token"))) == TOKEN
+
+
+def test_target_settings_resolve_secret_references_at_any_depth_and_name_what_is_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from consumers.secrets import resolve_settings
+    from events.errors import InvalidInput
+
+    monkeypatch.setenv("SHOP_DB_URL", "postgresql://app:s3cret@db/shop")
+    (tmp_path / "token").write_text("abc\n")
+    settings = {
+        "database_url": {"secret": {"env": "SHOP_DB_URL"}},
+        "headers": {"auth": {"secret": {"file": "token"}}},
+        "hosts": [{"name": "h1", "key": {"secret": {"file": "token"}}}],
+        "migrations": "migrations/",
+    }
+    assert resolve_settings(settings, tmp_path) == {
+        "database_url": "postgresql://app:s3cret@db/shop",
+        "headers": {"auth": "abc"},
+        "hosts": [{"name": "h1", "key": "abc"}],
+        "migrations": "migrations/",
+    }
+    monkeypatch.delenv("SHOP_DB_URL")
+    with pytest.raises(InvalidInput, match="target setting database_url: environment variable SHOP_DB_URL"):
+        resolve_settings(settings, tmp_path)

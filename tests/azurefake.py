@@ -20,12 +20,9 @@ Authorization header.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import json
-import socket
-import threading
 import time
 import types
 import typing
@@ -38,6 +35,8 @@ from typing import Any
 from aiohttp import web
 from azure.mgmt.appcontainers import models
 from azure.mgmt.appcontainers._utils.model_base import Model
+
+from tests.threadedapp import ThreadedApp
 
 PROVIDER = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/containerApps/{app}"
 DOMAIN = "fake-env.eastus.azurecontainerapps.io"
@@ -444,33 +443,12 @@ class AzureFake:
         }
 
 
-class AzureFakeServer:
-    """The fake on its own event loop in a thread, so one instance serves every test of
-    a module whatever loop each test runs on."""
+class AzureFakeServer(ThreadedApp):
+    """The fake on its own event loop in a thread (``tests.threadedapp``)."""
 
     def __init__(self, fake: AzureFake | None = None) -> None:
         self.fake = fake or AzureFake()
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._runner = web.AppRunner(self.fake.app())
-
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-
-    async def _start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
+        super().__init__(self.fake.app())
 
 
 @contextlib.contextmanager

@@ -20,11 +20,8 @@ stays as it was). ``fail(status, n)`` answers the next ``n`` requests with ``sta
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +30,8 @@ from typing import Any
 
 from aiohttp import web
 from google.cloud import run_v2
+
+from tests.threadedapp import ThreadedApp
 
 SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v2.Service"
 QUERY = {"$alt", "updateMask", "validateOnly", "allowMissing", "serviceId"}
@@ -326,33 +325,12 @@ class GcpFake:
         return out
 
 
-class GcpFakeServer:
-    """The fake on its own event loop in a thread, so one instance serves every test of
-    a module whatever loop each test runs on."""
+class GcpFakeServer(ThreadedApp):
+    """The fake on its own event loop in a thread (``tests.threadedapp``)."""
 
     def __init__(self, fake: GcpFake | None = None) -> None:
         self.fake = fake or GcpFake()
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._runner = web.AppRunner(self.fake.app())
-
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-
-    async def _start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
+        super().__init__(self.fake.app())
 
 
 @contextlib.contextmanager

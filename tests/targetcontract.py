@@ -11,21 +11,17 @@ server, the schema version in PostgreSQL, the version the local target's endpoin
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import shutil
 import signal
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import aiohttp
 import asyncpg
-from aiohttp import web
 
 from adapters.targets import Release, Step, Target
 from adapters.targets.dbmigrate import DbMigrateTarget, DbMigrateTargetConfig
@@ -42,6 +38,7 @@ from tests.sshd import (
     slotted_settings,
     stop_services,
 )
+from tests.threadedapp import ThreadedApp
 
 Strategy = Literal["rolling", "blue_green", "canary"]
 
@@ -211,46 +208,26 @@ class SshHarness:
 # -- kubernetes ----------------------------------------------------------------------
 
 
-class KubeFakeServer:
-    """The fake API server on its own event loop in a thread, so one instance serves
-    every test of a module whatever loop each test runs on."""
+class KubeFakeServer(ThreadedApp):
+    """The fake API server on its own event loop in a thread (``tests.threadedapp``),
+    with a kubeconfig that points at it."""
 
     def __init__(self, directory: Path) -> None:
         self.fake = KubeFake(tick=0.02)
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        super().__init__(self.fake.app())
         self.kubeconfig = directory / "kubeconfig"
-        url = f"http://127.0.0.1:{self.port}"
         self.kubeconfig.write_text(
             json.dumps(
                 {
                     "apiVersion": "v1",
                     "kind": "Config",
-                    "clusters": [{"name": "fake", "cluster": {"server": url}}],
+                    "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
                     "users": [{"name": "fake", "user": {"token": "t0ken"}}],
                     "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
                     "current-context": "fake",
                 }
             )
         )
-        self._runner = web.AppRunner(self.fake.app())
-
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-
-    async def _start(self) -> None:
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
 
 
 @contextlib.contextmanager
@@ -365,13 +342,13 @@ class DbMigrateHarness:
         return directory
 
     def target(self) -> Target:
-        settings = {"database_url": self.database_url, "migrations": self._set(2)}
+        # no ``databases``: a new instance knows the database only from the settings
+        # it is given, as after a restart in production
         return DbMigrateTarget(
             DbMigrateTargetConfig.model_validate(
                 {
                     "state_dir": self.state_dir,
                     "dump_limit_bytes": 0,  # restore by down files; no pg_dump needed
-                    "databases": {f"{self.service}/{self.environment}": settings},
                 }
             )
         )

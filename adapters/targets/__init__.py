@@ -11,10 +11,11 @@ type to its class and raises on an unknown one.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from events.errors import InvalidInput
 
@@ -109,19 +110,36 @@ class Capabilities(BaseModel):
 
     traffic_split: bool = False
     two_colours: bool = False
+    #: versions run on instances with URLs to probe; False for serverless, whose health
+    #: is the platform's (no health check is planned; a restore is healthy when it serves)
+    instances: bool = True
 
 
 class Target(Protocol):
     """Where a service lives (namespace, function, hosts, database...) comes from the
-    release's target settings. ``snapshot`` and ``status`` take them as ``settings``:
-    callers pass the plan's ``target.settings`` — the same ``Release.settings`` that
-    ``apply`` gets — so a new instance (after a process restart) looks where ``apply``
-    acts, and invalid settings raise as ``apply`` would (``InvalidInput``). ``None``
-    is for callers that have none: the target uses what the last ``apply`` of the
-    service used, else its defaults. A target whose record does not depend on them
-    (``local``: one record per service and environment) may ignore them. ``restore``
-    gets no settings, so a snapshot names where it was taken (all but ``dbmigrate``,
-    whose database URL is a secret never written to a snapshot)."""
+    release's target settings. ``snapshot``, ``status`` and ``restore`` take them as
+    ``settings``: callers pass the plan's ``target.settings`` — the same
+    ``Release.settings`` that ``apply`` gets — so a new instance (after a process
+    restart) acts where ``apply`` acts, and invalid settings raise as ``apply`` would
+    (``InvalidInput``). ``None`` is for callers that have none: the target uses what
+    the last ``apply`` of the service used, else its config and defaults. A target
+    whose record does not depend on them (``local``: one record per service and
+    environment) may ignore them.
+
+    ``restore`` puts a snapshot back where it was taken, so what the snapshot records
+    of its placement wins over ``settings`` (a rollback acts on what was snapshotted,
+    even if the settings moved since); ``settings`` supply only what it does not record:
+
+    - ``kubernetes`` (kubeconfig, context, namespace, names), ``ecs`` (region, cluster,
+      services, listener), ``lambda`` (region, function, alias), ``cloud_run`` and
+      ``azure_container_apps`` (the full resource name), ``ssh`` (hosts and settings):
+      ``settings`` place a snapshot taken before it recorded that, and give what is
+      never recorded (Cloud Run's preview tag, Azure's labels, the stop command an
+      older SSH snapshot lacks);
+    - ``dbmigrate``: the database URL (a secret) and the migrations path are never
+      written to a snapshot; ``settings`` name them and win over the config's
+      ``databases`` and the last ``apply``'s;
+    - ``local``: the snapshot carries each track's command; ``settings`` are ignored."""
 
     TYPE: str
     capabilities: Capabilities
@@ -143,21 +161,92 @@ class Target(Protocol):
         placed by ``settings``."""
         ...
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
-        """Put back exactly what the snapshot describes; idempotent by step_id."""
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
+        """Put back exactly what the snapshot describes, where it was taken (``settings``
+        fill in what it does not record); idempotent by step_id."""
         ...
 
 
 TargetFactory = Callable[[Mapping[str, Any]], Target]
 _FACTORIES: dict[str, TargetFactory] = {}
+#: type -> the model of the settings a pipeline gives it (None: not checked ahead)
+_SETTINGS: dict[str, type[BaseModel] | None] = {}
+#: the targets shiplog ships, each registering itself when imported
+BUILTIN = ("local", "ssh", "kubernetes", "dbmigrate", "aws", "serverless", "gcp", "azure")
+#: settings shiplog reads beside any target (the health path a rollback checks)
+COMMON_SETTINGS = frozenset({"health_path"})
 
 
-def register_target(type_: str, factory: TargetFactory) -> None:
+def register_target(type_: str, factory: TargetFactory, settings: type[BaseModel] | None = None) -> None:
     _FACTORIES[type_] = factory
+    _SETTINGS[type_] = settings
+
+
+def configured(target_class: Callable[[Any], Target], config_model: type[BaseModel]) -> TargetFactory:
+    """The factory of a target built from its config model: the composition root's
+    config validated, a bad one refused naming each field — never its value, which
+    may be a credential."""
+    type_ = getattr(target_class, "TYPE", "target")
+
+    def create(config: Mapping[str, Any]) -> Target:
+        try:
+            return target_class(config_model.model_validate(dict(config)))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}"
+                for e in exc.errors(include_input=False)
+            )
+            raise InvalidInput(f"{type_} target config: {problems}") from None
+
+    return create
+
+
+def load_builtin() -> None:
+    for name in BUILTIN:
+        importlib.import_module(f"adapters.targets.{name}")
+
+
+def check_settings(type_: str, settings: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """What is wrong with an environment's target as a pipeline configures it, each as
+    (path under ``target``, message): an unknown type, an unknown setting (a typo would
+    otherwise be ignored), a missing or bad value. A secret reference stands for a
+    string. Empty: nothing found."""
+    load_builtin()
+    if type_ not in _FACTORIES:
+        return [(("type",), f"unknown target type {type_!r}; known: {', '.join(sorted(_FACTORIES))}")]
+    model = _SETTINGS.get(type_)
+    if model is None:
+        return []
+    names = {n for name, f in model.model_fields.items() for n in (name, f.alias) if n}
+    problems: list[tuple[tuple[str | int, ...], str]] = [
+        (("settings", key), f"unknown setting {key!r} for a {type_} target")
+        for key in settings
+        if key not in names and key not in COMMON_SETTINGS
+    ]
+    known = {k: _secrets_as_strings(v) for k, v in settings.items() if k in names}
+    try:
+        model.model_validate(known)
+    except ValidationError as exc:
+        problems += [(("settings", *err["loc"]), err["msg"]) for err in exc.errors(include_url=False)]
+    return problems
+
+
+def _secrets_as_strings(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"secret"}:
+        return "secret"
+    if isinstance(value, dict):
+        return {k: _secrets_as_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_secrets_as_strings(v) for v in value]
+    return value
 
 
 def create_target(type_: str, config: Mapping[str, Any]) -> Target:
     """The target of this type; raises on an unknown type (never a silent fallback)."""
+    if type_ not in _FACTORIES:
+        load_builtin()
     try:
         factory = _FACTORIES[type_]
     except KeyError:

@@ -105,6 +105,9 @@ class EnvironmentFacts:
     serving_version: str | None = None
     outdated: str | None = None
     values: dict[str, Any] = field(default_factory=dict)
+    #: the target's ``Capabilities.instances``: False when versions have no instances to
+    #: probe (serverless), so no health check is planned
+    instances: bool = True
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,9 @@ def _plan_deployment(event: CloudEvent, facts: PlanningFacts, now: datetime) -> 
         "causationid": event.id,
     }
     reasons = list(env_facts.problems)
+    health_refused = _health_refused(env, env_facts)
+    if health_refused is not None:
+        reasons.append(health_refused)
     if env_facts.outdated:
         reasons.append(Reason(code="outdated", message=env_facts.outdated))
     open_now, why_closed = is_open(env.schedule, now)
@@ -282,12 +288,14 @@ def _plan_deployment(event: CloudEvent, facts: PlanningFacts, now: datetime) -> 
     ]
     next_env = pipeline.next_after(env.name)
     previous = release.environments[stage - 1] if stage > 0 else None
+    note = _health_dropped(env, instances=env_facts.instances)
+    reason = f"{env_facts.strategy_reason}; {note}" if note else env_facts.strategy_reason
     body: dict[str, Any] = {
-        "strategy": StrategyPlan(type=configured.strategy, reason=env_facts.strategy_reason, steps=steps),
+        "strategy": StrategyPlan(type=configured.strategy, reason=reason, steps=steps),
         "target": TargetRef(type=env.target.type, settings=env.target.settings),
         "values": env_facts.values,
         "gate": env.gate.model_dump(mode="json", exclude_none=True),
-        "analysis": _analysis(env),
+        "analysis": _analysis(env, instances=env_facts.instances),
     }
     plan_hash = hashlib.sha256(
         json.dumps(
@@ -334,14 +342,48 @@ def _plan_deployment(event: CloudEvent, facts: PlanningFacts, now: datetime) -> 
     ]
 
 
-def _analysis(env: Environment) -> dict[str, Any]:
+def _analysis(env: Environment, *, instances: bool = True) -> dict[str, Any]:
     """The analysis as the plan records it. ``exclude_none`` drops unset options, but
     ``health: null`` is a choice ("no health check"), not an unset option: without
-    the key, verification would fall back to its default health check."""
+    the key, verification would fall back to its default health check. A target
+    without instances gets ``health: null`` too when the pipeline left health unset
+    (``_health_dropped`` says so in the plan; an explicit one is ``_health_refused``)."""
     analysis = env.analysis.model_dump(mode="json", exclude_none=True)
-    if env.analysis.health is None:
+    if env.analysis.health is None or _health_dropped(env, instances=instances):
         analysis["health"] = None
     return analysis
+
+
+def _health_dropped(env: Environment, *, instances: bool) -> str | None:
+    """Why the default health check is not planned, when it is not: the target runs
+    no instances whose URLs it could probe."""
+    if instances or env.analysis.health is None or _health_configured(env):
+        return None
+    return (
+        f"no health check: target {env.target.type!r} runs no instances to probe "
+        "(its platform keeps versions healthy)"
+    )
+
+
+def _health_configured(env: Environment) -> bool:
+    """Whether the pipeline set ``analysis.health`` itself (not the default check)."""
+    return "health" in env.analysis.model_fields_set
+
+
+def _health_refused(env: Environment, facts: EnvironmentFacts) -> Reason | None:
+    """A health check configured for a target whose versions have no instance URL
+    could never pass: refused rather than silently dropped."""
+    if facts.instances or env.analysis.health is None or not _health_configured(env):
+        return None
+    return Reason(
+        code="health",
+        field="analysis.health",
+        message=(
+            f"target {env.target.type!r} runs no instances to probe, so the health check "
+            f"GET {env.analysis.health.path} cannot run; remove analysis.health (or set it "
+            "to null) and check the service with metrics or alarms instead"
+        ),
+    )
 
 
 def _consumer() -> Consumer[PlanningState]:

@@ -108,10 +108,11 @@ async def _environment(ports: Any, env: Environment, release: ReleasePlanned) ->
     problems: list[Reason] = []
     values = render_values(env, secret_resolver(os.environ, getattr(ports, "config_dir", None)))
     problems += [Reason(code="secret", message=str(u), field=f"values.{u.key}") for u in values.unresolved]
-    strategy, why = None, ""
+    strategy, why, instances = None, "", True
     try:
         target = ports.targets(env.target.type, env.target.settings)
         await target.status(release.service, env.name, env.target.settings)
+        instances = target.capabilities.instances
         try:
             strategy, why = select_strategy(env, target.capabilities)
         except StrategyNotSupported as exc:
@@ -127,7 +128,9 @@ async def _environment(ports: Any, env: Environment, release: ReleasePlanned) ->
     outdated = None
     if serving is not None and older(release.version, serving):
         outdated = f"{release.version} is older than {serving}, which already serves {env.name}"
-    return EnvironmentFacts(env.name, strategy, why, problems, serving, outdated, values.references())
+    return EnvironmentFacts(
+        env.name, strategy, why, problems, serving, outdated, values.references(), instances
+    )
 
 
 __all__ = ["gather", "release_id_of"]

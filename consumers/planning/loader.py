@@ -160,6 +160,8 @@ def _parse(text: str, file: str) -> tuple[PipelineFile | None, list[ConfigError]
     except ValidationError as exc:
         pipeline = None
         errors += [_from_pydantic(file, root, err) for err in exc.errors() if _reportable(err)]
+    if pipeline is not None:
+        errors += _target_errors(file, root, pipeline)
     if errors:
         return None, sorted(errors, key=lambda e: (e.line or 0, e.column or 0, e.field)), root
     return pipeline, [], root
@@ -184,6 +186,19 @@ def parse_document(text: str, file: str, model: type[M]) -> tuple[M | None, list
     if errors:
         return None, sorted(errors, key=lambda e: (e.line or 0, e.column or 0, e.field))
     return found, []
+
+
+def _target_errors(file: str, root: Node, pipeline: PipelineFile) -> list[ConfigError]:
+    """Each environment's target checked against its type's own settings model: an
+    unknown type or setting, a missing or bad value — at validate time, not when the
+    first deployment reaches it."""
+    from adapters.targets import check_settings
+
+    return [
+        _at(file, root, ("environments", index, "target", *loc), message)
+        for index, env in enumerate(pipeline.environments)
+        for loc, message in check_settings(env.target.type, env.target.settings)
+    ]
 
 
 def _compose(text: str) -> tuple[Node | None, Any]:

@@ -334,7 +334,9 @@ async def _run_step(
         if step in ("rollback", "roll_forward", "restore"):
             source = started.previous if step == "rollback" else started.current
             result = await target.restore(
-                Snapshot.model_validate(source), step_id=f"drill:{started.drill_id}:{step}"
+                Snapshot.model_validate(source),
+                step_id=f"drill:{started.drill_id}:{step}",
+                settings=started.target.settings,
             )
             if not result.ok:
                 return False, result.detail, result.error or f"{step} failed"

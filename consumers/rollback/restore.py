@@ -26,7 +26,8 @@ async def restore(
         state.snapshot or {"service": plan.service, "environment": plan.environment}
     )
     try:
-        result = await target.restore(snapshot, step_id=started.step_id)
+        # the plan's settings: a restarted process may need them (dbmigrate's database)
+        result = await target.restore(snapshot, step_id=started.step_id, settings=plan.target.settings)
     except ShiplogError as exc:
         if exc.retryable:
             raise
@@ -51,10 +52,17 @@ async def healthy(
     settings: Mapping[str, Any] | None,
 ) -> tuple[bool, dict[str, Any]]:
     """Every instance of ``version`` answers its health path (None: nothing runs);
-    ``settings`` are the release's target settings, placing the service."""
+    ``settings`` are the release's target settings, placing the service. A target
+    without instances (serverless) has nothing to probe and keeps its versions healthy
+    itself: ``version`` is healthy when it serves (a track of it with weight)."""
     status = await target.status(service, environment, settings)
     if version is None:
         return (not status.tracks), {"tracks": 0}
+    if not target.capabilities.instances:
+        weight = sum(t.weight for t in status.tracks if t.version == version)
+        if weight > 0:
+            return True, {"serving": version, "weight": weight, "probed": False}
+        return False, {"error": f"{version} does not serve after restore", "probed": False}
     urls = [u for t in status.tracks if t.version == version for u in t.urls]
     if not urls:
         return False, {"error": f"no instance of {version} found after restore"}

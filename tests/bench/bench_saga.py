@@ -218,7 +218,9 @@ class InstantTarget:
         track = Track(version=version, role="stable", weight=100, urls=[self.health_url])
         return TargetStatus(service=service, environment=environment, reachable=True, tracks=[track])
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
         if step_id in self.applied:
             self.reapplied += 1
             return self.applied[step_id].model_copy(update={"already_applied": True})

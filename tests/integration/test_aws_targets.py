@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,12 +40,15 @@ from consumers.contract import Ports
 from consumers.deployment.state import DeploymentState, fold
 from consumers.planning.pipeline import CanaryStep
 from consumers.planning.strategy import canary_plan
+from consumers.rollback.restore import healthy
+from consumers.rollback.restore import restore as rollback_restore
 from consumers.verification import VERIFICATION
 from events.deployment import DeploymentPlanned, PlannedStep, StrategyPlan, TargetRef
 from events.envelope import CloudEvent
 from events.errors import InvalidInput
 from events.execution import StepStarted
 from events.registry import new_event
+from events.rollback import RollbackStarted
 from events.verification import VerificationFailed, VerificationPassed
 from tests.motoserver import (  # noqa: F401 - fixtures
     ACCESS_KEY,
@@ -622,6 +625,48 @@ async def test_a_new_lambda_target_snapshots_and_reads_the_function_and_alias_th
     assert restored.ok, restored.error
     live = moto_server.client("lambda").get_alias(FunctionName="checkout-fn", Name="live")
     assert live["FunctionVersion"] == snapshot.state["function_version"]
+
+
+async def test_a_lambda_rollback_is_healthy_when_the_restored_version_serves(
+    moto_server: MotoServer,
+    function: Path,
+) -> None:
+    """The rollback consumer's restore and health check: a new target instance given
+    the plan's settings restores the alias, and with no instance to probe the restored
+    version is healthy because it serves; a version that does not serve is not."""
+    create_function(moto_server, "checkout-fn")
+    settings = {"function": "checkout-fn", "alias": "live"}
+    first = lambda_target(moto_server)
+    assert (await first.apply(placed(step(function, 1, "rolling"), settings))).ok
+    snapshot = await first.snapshot(SERVICE, ENV, settings)
+    assert (await first.apply(placed(step(function, 2, "set_weight", 10), settings))).ok
+
+    plan = DeploymentPlanned(
+        deployment_id=DEPLOYMENT,
+        release_id="r-2",
+        service=SERVICE,
+        version="2.0.0",
+        artifact="2.zip",
+        environment=ENV,
+        stage=1,
+        strategy=StrategyPlan(type="canary", reason="configured", steps=PLAN_STEPS),
+        target=TargetRef(type="lambda", settings=settings),
+        analysis={"health": None},
+        plan_hash="h",
+    )
+    state = replace(fold([emit(plan)]), snapshot=snapshot.model_dump(mode="json"))
+    restarted = lambda_target(moto_server)
+    ports = Ports(targets=lambda type_, settings: restarted)
+    started = RollbackStarted(deployment_id=DEPLOYMENT, reason="alarm", to_version="1.0.0", step_id="rb-1")
+    restored = await rollback_restore(ports, plan, state, started)
+    assert restored.ok and restored.healthy, restored
+    assert restored.detail["health"] == {"serving": "1.0.0", "weight": 100, "probed": False}
+    live = moto_server.client("lambda").get_alias(FunctionName="checkout-fn", Name="live")
+    weights = (live.get("RoutingConfig") or {}).get("AdditionalVersionWeights")
+    assert (live["FunctionVersion"], weights or {}) == (snapshot.state["function_version"], {})
+
+    ok, detail = await healthy(restarted, SERVICE, ENV, "2.0.0", "/healthz", settings)
+    assert not ok and "2.0.0 does not serve" in detail["error"]
 
 
 async def test_a_new_ecs_target_snapshots_and_reads_the_cluster_and_service_the_settings_name(

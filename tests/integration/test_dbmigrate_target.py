@@ -385,3 +385,42 @@ async def test_a_new_target_snapshots_and_reads_the_database_the_settings_name(
         await restarted.snapshot(SERVICE, ENV, bad)
     with pytest.raises(InvalidInput):
         await restarted.status(SERVICE, ENV, bad)
+
+
+async def test_a_new_target_without_databases_restores_a_snapshot_given_the_settings(
+    tmp_path: Path, pg_tools: tuple[str, str], database_url: str
+) -> None:
+    """The rollback consumer after a restart: the snapshot names no database (its URL is
+    a secret), the config's ``databases`` does not either, so the plan's settings do —
+    and they win over a configured database (here one that does not exist)."""
+    migrations = copy_set("basic", tmp_path)
+    later = [migrations / f for f in ("0002_create_orders.up.sql", "0003_index_orders.up.sql")]
+    for path in later:
+        path.rename(tmp_path / path.name)
+    v1 = release(database_url, migrations)
+    first = make_target(tmp_path, pg_tools)
+    assert (await first.apply(step(v1, "v1"))).ok
+    snapshot = await first.snapshot(SERVICE, ENV, v1.settings)
+    for path in later:
+        (tmp_path / path.name).rename(path)
+    v2 = release(database_url, migrations)
+    assert (await first.apply(step(v2, "v2", deployment_id="d2"))).ok
+
+    restarted = make_target(tmp_path, pg_tools)
+    with pytest.raises(InvalidInput):  # nothing to go by without them
+        await restarted.restore(snapshot, step_id="rollback-d2")
+    restored = await restarted.restore(snapshot, step_id="rollback-d2", settings=v2.settings)
+    assert restored.ok, restored.error
+    assert restored.detail["undone"] == ["0003_index_orders.up.sql", "0002_create_orders.up.sql"]
+    assert "orders" not in await tables(database_url) and "accounts" in await tables(database_url)
+    assert (await restarted.status(SERVICE, ENV, v2.settings)).tracks[0].version == "0001"
+
+    gone = urlsplit(database_url)._replace(path=f"/mig_gone_{uuid.uuid4().hex[:8]}").geturl()
+    elsewhere = {"database_url": gone, "migrations": str(migrations)}
+    configured = make_target(tmp_path, pg_tools, databases={f"{SERVICE}/{ENV}": elsewhere})
+    twice = await configured.restore(snapshot, step_id="rollback-d2", settings=v2.settings)
+    assert twice.ok and twice.already_applied
+
+    bad = {**v2.settings, "history_schema": "Not-An-Identifier"}
+    with pytest.raises(InvalidInput):
+        await restarted.restore(snapshot, step_id="rollback-bad", settings=bad)

@@ -3,8 +3,9 @@ apply a strategy's steps, read status, snapshot, restore, restore twice is
 harmless, the same step id twice is harmless, a new target instance (a process
 restart over the same state and config) re-driving a step converges, and a new
 instance given the release's settings snapshots and reads status where the first
-applied (a later restore of that snapshot brings v1 back). Snapshot and status
-always get the release's settings, as the consumers pass the plan's.
+applied, and a later new instance given the settings restores that snapshot (v1
+back). Snapshot, status and that restore get the release's settings, as the
+consumers pass the plan's.
 
 Each case runs per (target, strategy) for the strategies the target's Capabilities
 declare (tests/targetcontract.py ``strategies``): rolling for all; blue-green and
@@ -282,7 +283,8 @@ async def test_a_new_instance_given_the_settings_snapshots_what_a_later_restore_
 ) -> None:
     """The execution consumer after a restart: a new instance, given the release's
     settings and remembering no apply, snapshots v1 where the applying instance put
-    it and reads its status there; restoring that snapshot after v2 brings v1 back."""
+    it and reads its status there; the rollback consumer after another restart: a new
+    instance given the plan's (v2's) settings restores that snapshot, bringing v1 back."""
     await apply_all(harness.target(), v1_steps(harness))
     restarted = harness.target()
     snapshot = await restarted.snapshot(harness.service, harness.environment, settings(harness, 1))
@@ -291,6 +293,7 @@ async def test_a_new_instance_given_the_settings_snapshots_what_a_later_restore_
 
     await apply_all(restarted, v2_steps(harness, strategy))
     assert await harness.observe() == harness.expected(2)
-    restored = await harness.target().restore(snapshot, step_id="restore-d-2")
+    restored = await harness.target().restore(snapshot, step_id="restore-d-2", settings=settings(harness, 2))
     assert restored.ok, restored.error
     assert await harness.observe() == harness.expected(1)
+    assert await serving(harness.target(), harness, 1) == [harness.expected(1)]

@@ -116,7 +116,9 @@ class TracedTarget:
         track = Track(version=version, role="stable", weight=100, urls=[await self._health_url()])
         return TargetStatus(service=service, environment=environment, reachable=True, tracks=[track])
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
         self.serving[(snapshot.service, snapshot.environment)] = snapshot.version or ""
         return StepResult(step_id=step_id, ok=True)
 

@@ -200,7 +200,7 @@ BAD = [
     (
         "duplicate key",
         "      type: local\n",
-        "      type: local\n      type: ssh\n",
+        "      type: local\n      type: kubernetes\n",
         6,
         "environments.0.target.type",
         "duplicate key 'type' (first on line 5)",
@@ -306,3 +306,42 @@ def test_other_files_in_the_directory_are_ignored(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("# not a pipeline")
     (tmp_path / ".shop.yaml.swp").write_text("garbage: [")
     assert list(load_pipelines(tmp_path)) == ["shop"]
+
+
+@pytest.mark.parametrize(
+    ("target", "line", "field", "words"),
+    [
+        (
+            "      type: kubernets\n",
+            5,
+            "environments.0.target.type",
+            "unknown target type 'kubernets'; known:",
+        ),
+        (
+            "      type: kubernetes\n      settings:\n        namespce: shop\n",
+            7,
+            "environments.0.target.settings.namespce",
+            "unknown setting 'namespce' for a kubernetes target",
+        ),
+        (
+            "      type: kubernetes\n      settings:\n        port: http\n",
+            7,
+            "environments.0.target.settings.port",
+            "valid integer",
+        ),
+        (
+            "      type: dbmigrate\n      settings:\n        database_url: {secret: {env: SHOP_DB}}\n",
+            6,
+            "environments.0.target.settings.migrations",
+            "Field required",
+        ),
+    ],
+    ids=["unknown type", "unknown setting", "bad value", "missing setting"],
+)
+def test_a_target_is_checked_against_its_own_settings_when_the_pipeline_is_validated(
+    tmp_path: Path, target: str, line: int, field: str, words: str
+) -> None:
+    (tmp_path / "shop.yaml").write_text(GOOD.replace("      type: local\n", target, 1))
+    [error] = validate_dir(tmp_path)
+    assert (error.line, error.field) == (line, field), error
+    assert words in error.message

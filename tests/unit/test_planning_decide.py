@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from adapters.targets import Capabilities
+from adapters.targets import Capabilities, TargetStatus
+from adapters.targets.serverless import LambdaTarget
 from consumers.planning.core import (
     EnvironmentFacts,
     PlanningFacts,
@@ -15,7 +19,9 @@ from consumers.planning.core import (
     evolve,
     stream_for,
 )
+from consumers.planning.gather import gather
 from consumers.planning.loader import parse_pipeline
+from consumers.planning.pipeline import PipelineFile
 from consumers.planning.strategy import select_strategy
 from events import REGISTRY, new_event
 from events.build import BuildCompleted
@@ -210,3 +216,88 @@ def test_an_environment_is_planned_once() -> None:
     [planned] = decide(PlanningState(), as_event(release_planned()), now=NOW, facts=facts)
     state = evolve(PlanningState(), planned)
     assert decide(state, as_event(release_planned()), now=NOW, facts=facts) == []
+
+
+# -- targets without instances (serverless) --------------------------------------------
+
+NO_INSTANCES = Capabilities(traffic_split=True, two_colours=True, instances=False)
+
+
+def single_env(target: str, analysis: str = "") -> PipelineFile:
+    text = f"""
+service: shop
+environments:
+  - name: dev
+    target: {{type: {target}, settings: {{function: shop-fn}}}}
+    strategy: {{type: blue_green}}
+{analysis}
+"""
+    pipeline, errors = parse_pipeline(text, "shop.yaml")
+    assert pipeline is not None, errors
+    return pipeline
+
+
+def plan_of(pipeline: PipelineFile, capabilities: Capabilities) -> CloudEvent:
+    plan, why = select_strategy(pipeline.environment("dev"), capabilities)
+    facts = EnvironmentFacts("dev", plan, why, [], instances=capabilities.instances)
+    release = release_planned().model_copy(update={"environments": ["dev"]})
+    [event] = decide(
+        PlanningState(), as_event(release), now=NOW, facts=PlanningFacts(pipeline, release, facts)
+    )
+    return event
+
+
+@pytest.mark.parametrize(
+    ("target", "capabilities", "analysis", "health", "note"),
+    [
+        # health left unset: none planned for a target without instances, and the plan says why
+        ("lambda", NO_INSTANCES, "", None, True),
+        ("lambda", NO_INSTANCES, "    analysis: {count: 2}", None, True),
+        # health: null chosen by the pipeline: nothing to explain
+        ("lambda", NO_INSTANCES, "    analysis: {health: null}", None, False),
+        # a target with instances keeps the default health check
+        ("local", BOTH, "", {"path": "/healthz"}, False),
+    ],
+)
+def test_a_target_without_instances_is_planned_without_a_health_check(
+    target: str, capabilities: Capabilities, analysis: str, health: dict[str, str] | None, note: bool
+) -> None:
+    plan = REGISTRY.payload(plan_of(single_env(target, analysis), capabilities), DeploymentPlanned)
+    assert "health" in plan.analysis  # explicit: a missing key means the default check
+    if health is None:
+        assert plan.analysis["health"] is None
+    else:
+        assert plan.analysis["health"] is not None
+        assert health.items() <= plan.analysis["health"].items()
+    assert ("no health check" in plan.strategy.reason) is note
+    if note:
+        assert "'lambda' runs no instances" in plan.strategy.reason
+
+
+@pytest.mark.parametrize("health", ["{}", "{path: /ping}"])
+def test_a_health_check_configured_for_a_target_without_instances_is_rejected(health: str) -> None:
+    pipeline = single_env("lambda", f"    analysis: {{health: {health}}}")
+    [reason] = REGISTRY.payload(plan_of(pipeline, NO_INSTANCES), DeploymentRejected).reasons
+    assert (reason.code, reason.field) == ("health", "analysis.health")
+    assert "'lambda' runs no instances" in reason.message and "health check" in reason.message
+
+
+async def test_gather_reads_whether_the_target_has_instances() -> None:
+    """The lambda target declares no instances; gather hands that to the core."""
+    assert LambdaTarget.capabilities.instances is False
+    pipeline = single_env("lambda")
+
+    class Lambda:
+        capabilities = LambdaTarget.capabilities
+
+        async def status(
+            self, service: str, environment: str, settings: Mapping[str, Any] | None = None
+        ) -> TargetStatus:
+            return TargetStatus(service=service, environment=environment, reachable=True)
+
+    ports = SimpleNamespace(
+        pipelines={"shop": pipeline}, targets=lambda *_: Lambda(), lanes=None, config_dir=None
+    )
+    release = release_planned().model_copy(update={"environments": ["dev"]})
+    facts = await gather(ports, PlanningState(), as_event(release))
+    assert facts.env is not None and facts.env.instances is False and not facts.env.problems

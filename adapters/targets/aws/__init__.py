@@ -9,24 +9,10 @@ target, which shares ``config`` and ``api``, is ``adapters.targets.serverless``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from pydantic import ValidationError
-
-from adapters.targets import register_target
-from adapters.targets.aws.config import AwsCredentials, AwsTargetConfig, EcsSettings, config_errors
+from adapters.targets import configured, register_target
+from adapters.targets.aws.config import AwsCredentials, AwsTargetConfig, EcsSettings
 from adapters.targets.aws.ecs import EcsTarget
-from events.errors import InvalidInput
 
-
-def _create(config: Mapping[str, Any]) -> EcsTarget:
-    try:
-        return EcsTarget(AwsTargetConfig.model_validate(dict(config)))
-    except ValidationError as exc:
-        raise InvalidInput(f"ecs target config: {config_errors(exc)}") from None
-
-
-register_target(EcsTarget.TYPE, _create)
+register_target(EcsTarget.TYPE, configured(EcsTarget, AwsTargetConfig), EcsSettings)
 
 __all__ = ["AwsCredentials", "AwsTargetConfig", "EcsSettings", "EcsTarget"]

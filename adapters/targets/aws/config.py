@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from events.errors import InvalidInput
 
@@ -102,8 +102,3 @@ class EcsSettings(BaseModel):
             return cls.model_validate(settings)
         except ValueError as exc:
             raise InvalidInput(f"ecs release settings: {exc}") from exc
-
-
-def config_errors(exc: ValidationError) -> str:
-    """A validation error without the input values (which may hold credentials)."""
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())

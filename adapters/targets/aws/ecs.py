@@ -35,8 +35,9 @@ name), service ``settings.service`` (default: the service's name), container
 ``settings.container`` (default: the service's name). ``snapshot`` and ``status``
 place the service by the release settings they are given, as ``apply`` does; without
 them they use what the last ``apply`` of the service used in this process, else those
-defaults. The snapshot records that placement, so ``restore`` — which gets no settings —
-acts on the same services and listener in a process that never applied the release.
+defaults. The snapshot records that placement, so ``restore`` acts on the same
+services and listener in a process that never applied the release, whatever settings
+it is given; they place only a snapshot that predates that record.
 """
 
 from __future__ import annotations
@@ -201,15 +202,18 @@ class EcsTarget:
             return TargetStatus(service=service, environment=environment, reachable=False)
         return TargetStatus(service=service, environment=environment, reachable=True, tracks=tracks)
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
         """Put back each service's task definition and desired count and the
-        listener's weights, following each rollout; idempotent by step id."""
+        listener's weights, following each rollout; idempotent by step id. Where: the
+        snapshot's recorded placement, else ``settings``."""
         state = snapshot.state
         if "services" not in state:
             return StepResult(step_id=step_id, ok=False, error="ecs restore: not an ecs snapshot")
         key = f"restore/{step_id}/{digest(state)}"
         detail: dict[str, Any] = {"cluster": state["cluster"], "services": state["services"]}
-        where = self._placed(snapshot, state)
+        where = self._placed(snapshot, state, settings)
         try:
             async with self._api.client("ecs", where.region) as ecs:
                 arn, tags = await self._tags(ecs, where)
@@ -440,12 +444,14 @@ class EcsTarget:
             "target_groups": where.target_groups,
         }
 
-    def _placed(self, snapshot: Snapshot, state: dict[str, Any]) -> Placement:
+    def _placed(
+        self, snapshot: Snapshot, state: dict[str, Any], settings: Mapping[str, Any] | None
+    ) -> Placement:
         """Where the snapshot was taken; a snapshot that does not say (taken before it
-        recorded its placement) is placed as ``snapshot`` without settings would be."""
+        recorded its placement) is placed as ``snapshot`` would place it with ``settings``."""
         placed = state.get("placement")
         if placed is None:
-            base = self._placement(snapshot.service, snapshot.environment, None)
+            base = self._placement(snapshot.service, snapshot.environment, _parsed(settings))
             return Placement(
                 base.region, state["cluster"], base.service, base.container, **self._colours(base)
             )

@@ -24,7 +24,8 @@ Where an app lives: subscription and resource group from the release settings, e
 the config; the app ``settings.container_app``, default the service's name.
 ``snapshot`` and ``status`` place it by the release settings they are given, as
 ``apply`` does; without them they use what the last ``apply`` of the service used in
-this process, else those defaults.
+this process, else those defaults. ``restore`` acts on the app its snapshot names in
+full, whatever settings it is given (they give only the preview and active labels).
 
 The official azure-mgmt-appcontainers aio client does the HTTP: its retry policy
 retries 408/429/5xx and connection errors with exponential backoff (``retry_total``
@@ -195,21 +196,24 @@ class AzureContainerAppsTarget:
             endpoint=f"https://{fqdn}" if fqdn else None,
         )
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
         """Re-activate the snapshot's revisions and put its traffic block back (the
-        template stays); idempotent by step id."""
+        template stays); idempotent by step id. The app is the one the snapshot names;
+        ``settings`` give only the preview and active labels."""
         state = snapshot.state
         if "routes" not in state:
             return StepResult(step_id=step_id, ok=True, detail={"restored": "nothing (no app before)"})
-        # the snapshot names the app in full: no settings or config needed
-        defaults = AzureContainerAppsSettings()
+        # the snapshot names the app in full: it wins over settings and config
+        given = _parsed(settings) or AzureContainerAppsSettings()
         where = Placement(
             state["subscription_id"],
             state["resource_group"],
             state["container_app"],
             None,
-            defaults.preview_label,
-            defaults.active_label,
+            given.preview_label,
+            given.active_label,
         )
         digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
         key = step_digest(f"restore/{step_id}/{digest}")

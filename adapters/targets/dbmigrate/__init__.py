@@ -6,24 +6,10 @@ sets are read by ``migrations.py``, Alembic projects rendered by ``alembic_proje
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from pydantic import ValidationError
-
-from adapters.targets import register_target
+from adapters.targets import configured, register_target
 from adapters.targets.dbmigrate.config import DbMigrateTargetConfig, MigrationSettings
 from adapters.targets.dbmigrate.target import DbMigrateTarget
-from events.errors import InvalidInput
 
-
-def _create(config: Mapping[str, Any]) -> DbMigrateTarget:
-    try:
-        return DbMigrateTarget(DbMigrateTargetConfig.model_validate(dict(config)))
-    except ValidationError as exc:
-        raise InvalidInput(f"dbmigrate target config: {exc}") from exc
-
-
-register_target(DbMigrateTarget.TYPE, _create)
+register_target(DbMigrateTarget.TYPE, configured(DbMigrateTarget, DbMigrateTargetConfig), MigrationSettings)
 
 __all__ = ["DbMigrateTarget", "DbMigrateTargetConfig", "MigrationSettings"]

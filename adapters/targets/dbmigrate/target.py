@@ -12,9 +12,11 @@ applied migration (nothing runs when one was edited), then run each migration in
 own transaction together with its history row. Step results are recorded in the
 database itself (``shiplog_migration_steps``), beside the history they describe.
 
-Which database: ``snapshot`` and ``status`` use the release settings they are given
-(validated as ``apply`` validates them); without them, the settings of the last step
-applied to the service by this process, else the config's ``databases``.
+Which database: ``snapshot``, ``status`` and ``restore`` use the release settings they
+are given (validated as ``apply`` validates them); without them, the settings of the
+last step applied to the service by this process, else the config's ``databases``.
+A snapshot never holds the database URL, so a process that restarted between the
+snapshot and its restore needs the settings (or ``databases``) to restore it.
 
 ``migrations`` may also name an Alembic project (a directory with ``alembic.ini``):
 its revisions run as the SQL Alembic renders for them (see ``alembic_project.py``); a
@@ -134,26 +136,29 @@ class DbMigrateTarget:
         track = Track(version=_version_label(version) or "none", role="stable", weight=100)
         return TargetStatus(service=service, environment=environment, reachable=True, tracks=[track])
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
         """Back to the snapshot's schema version: the down-migrations of everything
         applied since, newest first, each in its own transaction; when one of them has
         no down file, the snapshot's dump is restored instead (``pg_restore --clean``
         after dropping the database's schemas — data written since is lost). Restoring
-        an already-restored snapshot does nothing."""
-        settings = self._settings(snapshot.service, snapshot.environment)
+        an already-restored snapshot does nothing. The snapshot names no database (its
+        URL is a secret): ``settings`` do, as for ``snapshot``."""
+        database = self._settings(snapshot.service, snapshot.environment, settings)
         state = snapshot.state
         version = state.get("schema_version")
         dump = state.get("dump") or {}
         snapshot_key = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
 
         async def action(conn: asyncpg.Connection, migrations: list[ms.Migration]) -> dict[str, Any]:
-            applied = await self._applied(conn, settings.history_schema)
+            applied = await self._applied(conn, database.history_schema)
             undo = ms.to_undo(applied, version)
             by_version = {m.version: m for m in migrations}
             missing = [row for row in undo if by_version[row.version].down_sql is None]
             if not missing:
                 for row in undo:
-                    await self._run_down(conn, settings.history_schema, by_version[row.version])
+                    await self._run_down(conn, database.history_schema, by_version[row.version])
                 return {
                     "method": "down",
                     "undone": [by_version[r.version].label for r in undo],
@@ -164,11 +169,11 @@ class DbMigrateTarget:
                     f"no down migration for {', '.join(by_version[r.version].label for r in missing)} "
                     f"and the snapshot has no dump ({dump.get('skipped', 'none taken')})"
                 )
-            await self._restore_dump(conn, settings, Path(dump["path"]))
+            await self._restore_dump(conn, database, Path(dump["path"]))
             return {"method": "dump", "dump": dump["path"], "schema_version": version}
 
         return await self._step(
-            settings, key=f"restore/{step_id}/{snapshot_key}", step_id=step_id, action=action
+            database, key=f"restore/{step_id}/{snapshot_key}", step_id=step_id, action=action
         )
 
     # -- one step under the lock -------------------------------------------------------

@@ -24,7 +24,8 @@ Where a service lives: project and region from the release settings, else the co
 the Cloud Run service ``settings.service_name``, default the service's name.
 ``snapshot`` and ``status`` place it by the release settings they are given, as
 ``apply`` does; without them they use what the last ``apply`` of the service used in
-this process, else those defaults.
+this process, else those defaults. ``restore`` acts on the service its snapshot names
+in full, whatever settings it is given (they give only the preview tag).
 
 google-cloud-run's REST transport is synchronous: every call runs in a worker thread.
 Requests answered 5xx or 429 are retried with backoff by the client's retry policy
@@ -188,15 +189,19 @@ class CloudRunTarget:
             endpoint=svc.uri or None,
         )
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
         """Put the snapshot's traffic block back (the template stays); idempotent by
-        step id."""
+        step id. The service is the one the snapshot names; ``settings`` give only the
+        preview tag."""
         state = snapshot.state
         if "routes" not in state:
             return StepResult(step_id=step_id, ok=True, detail={"restored": "nothing (no service before)"})
-        # the snapshot names the service in full: no settings or config needed
+        # the snapshot names the service in full: it wins over settings and config
         _, project, _, region, _, name = str(state["name"]).split("/")
-        where = Placement(project, region, name, None, CloudRunSettings().preview_tag)
+        given = _parsed(settings) or CloudRunSettings()
+        where = Placement(project, region, name, None, given.preview_tag)
         digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
         key = f"restore/{step_id}/{digest}"
         return await self._guarded(step_id, lambda: self._restore(where, state, step_id, key))

@@ -10,24 +10,12 @@ HTTPRoute's backend weights when a route is configured, else by replica ratio); 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from pydantic import ValidationError
-
-from adapters.targets import register_target
-from adapters.targets.kubernetes.config import KubernetesTargetConfig
+from adapters.targets import configured, register_target
+from adapters.targets.kubernetes.config import KubernetesSettings, KubernetesTargetConfig
 from adapters.targets.kubernetes.target import KubernetesTarget
-from events.errors import InvalidInput
 
-
-def _create(config: Mapping[str, Any]) -> KubernetesTarget:
-    try:
-        return KubernetesTarget(KubernetesTargetConfig.model_validate(dict(config)))
-    except ValidationError as exc:
-        raise InvalidInput(f"kubernetes target config: {exc}") from exc
-
-
-register_target(KubernetesTarget.TYPE, _create)
+register_target(
+    KubernetesTarget.TYPE, configured(KubernetesTarget, KubernetesTargetConfig), KubernetesSettings
+)
 
 __all__ = ["KubernetesTarget", "KubernetesTargetConfig"]

@@ -49,7 +49,8 @@ the service unless the settings say otherwise. ``snapshot`` and ``status`` place
 service by the release settings they are given, exactly as ``apply`` does; without
 them they use what the last ``apply`` of the service used in this process, else those
 defaults (so no route). The snapshot records the cluster (kubeconfig, context),
-namespace and names, so ``restore`` — which gets no settings — acts where it was taken.
+namespace and names, so ``restore`` acts where it was taken whatever settings it is
+given; they place only a snapshot that predates those records.
 """
 
 from __future__ import annotations
@@ -273,15 +274,17 @@ class KubernetesTarget:
                 tracks.append(Track(version=version, role="preview", weight=0))
         return TargetStatus(service=service, environment=environment, reachable=True, tracks=tracks)
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
         """Put back exactly the snapshot's Deployments, and once they are available the
         Service selectors and route weights, then delete what did not exist then;
-        idempotent by step id."""
-        base = self._placement(snapshot.service, snapshot.environment, None)
+        idempotent by step id. Where: what the snapshot records, else ``settings``."""
+        base = self._placement(snapshot.service, snapshot.environment, _parsed(settings))
         state = snapshots.upcast(snapshot.state, base.deployment, base.container)
         where = replace(
             base,
-            # a snapshot taken before it named its cluster: where snapshot would look without settings
+            # a snapshot taken before it named its cluster: where snapshot would look
             kubeconfig=Path(state["kubeconfig"]) if state.get("kubeconfig") else base.kubeconfig,
             context=state["context"] if "context" in state else base.context,
             namespace=state.get("namespace") or base.namespace,

@@ -9,24 +9,10 @@ that drives it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from pydantic import ValidationError
-
-from adapters.targets import register_target
+from adapters.targets import configured, register_target
 from adapters.targets.local.config import LocalTargetConfig
 from adapters.targets.local.target import LocalTarget
-from events.errors import InvalidInput
 
-
-def _create(config: Mapping[str, Any]) -> LocalTarget:
-    try:
-        return LocalTarget(LocalTargetConfig.model_validate(dict(config)))
-    except ValidationError as exc:
-        raise InvalidInput(f"local target config: {exc}") from exc
-
-
-register_target(LocalTarget.TYPE, _create)
+register_target(LocalTarget.TYPE, configured(LocalTarget, LocalTargetConfig))
 
 __all__ = ["LocalTarget", "LocalTargetConfig"]

@@ -20,10 +20,10 @@ Release settings the local target reads:
 
 ``Release.config`` becomes extra environment variables of the instances.
 
-``snapshot`` and ``status`` take the release settings too (the ``Target`` protocol)
-and need none of them: what runs is read from the record of (service, environment) in
-the state dir, which outlives the process, and each track keeps the command it was
-started with. The settings only shape instances a step starts.
+``snapshot``, ``status`` and ``restore`` take the release settings too (the ``Target``
+protocol) and need none of them: what runs is read from the record of (service,
+environment) in the state dir, which outlives the process, and each track keeps the
+command it was started with. The settings only shape instances a step starts.
 """
 
 from __future__ import annotations
@@ -124,9 +124,12 @@ class LocalTarget:
             metrics_url=endpoint + METRICS_PATH if endpoint else None,
         )
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
         """Start what the snapshot ran and is missing, route as it did, stop everything
         else; an empty snapshot leaves no instance running (the proxy stays, answering 503).
+        ``settings`` are not needed: each track of the snapshot keeps its command.
 
         ``step_id`` should be unique per (service, environment), e.g. carry the
         deployment id: it is the idempotency key of the restore."""

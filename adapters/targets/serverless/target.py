@@ -31,7 +31,8 @@ alias ``settings.alias`` (default: the environment's name). ``snapshot`` and
 ``status`` place the function by the release settings they are given, as ``apply``
 does; without them they use what the last ``apply`` of the service used in this
 process, else those defaults. The snapshot names the function, alias and region, so
-``restore`` (which gets no settings) needs none.
+``restore`` acts on them whatever settings it is given; they place only a snapshot
+that predates the region's record.
 """
 
 from __future__ import annotations
@@ -77,8 +78,9 @@ def _routing(alias: dict[str, Any] | None) -> dict[str, float]:
 
 class LambdaTarget:
     TYPE = "lambda"
-    #: weighted alias routing (canary); an unrouted published version (blue-green)
-    capabilities = Capabilities(traffic_split=True, two_colours=True)
+    #: weighted alias routing (canary); an unrouted published version (blue-green); no
+    #: instance URLs: a version's health is Lambda's (a plan checks none)
+    capabilities = Capabilities(traffic_split=True, two_colours=True, instances=False)
 
     def __init__(self, config: AwsTargetConfig) -> None:
         self.config = config
@@ -157,17 +159,20 @@ class LambdaTarget:
                 tracks.append(Track(version=releases.get(v) or f"lambda:{v}", role="canary", weight=weight))
         return TargetStatus(service=service, environment=environment, reachable=True, tracks=tracks)
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
         """Point the alias back at the snapshot's version with its routing (or delete
-        an alias that did not exist then); idempotent by step id."""
+        an alias that did not exist then); idempotent by step id. Where: the snapshot's
+        function, alias and region, else (no region recorded) as ``settings`` place it."""
         state = snapshot.state
         if "function" not in state:
             return StepResult(step_id=step_id, ok=False, error="lambda restore: not a lambda snapshot")
-        # a snapshot taken before it named its region: where snapshot would look without settings
+        # a snapshot taken before it named its region: where snapshot would look
         region = (
             state["region"]
             if "region" in state
-            else self._placement(snapshot.service, snapshot.environment, None).region
+            else self._placement(snapshot.service, snapshot.environment, _parsed(settings)).region
         )
         where = Placement(region, state["function"], state["alias"])
         key = f"restore/{step_id}/{digest(state)}"

@@ -8,24 +8,10 @@ host holds and ``config.SshSettings`` for the release settings.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from pydantic import ValidationError
-
-from adapters.targets import register_target
+from adapters.targets import configured, register_target
 from adapters.targets.ssh.config import HostSpec, Inventory, SshSettings, SshTargetConfig
 from adapters.targets.ssh.target import SshTarget
-from events.errors import InvalidInput
 
-
-def _create(config: Mapping[str, Any]) -> SshTarget:
-    try:
-        return SshTarget(SshTargetConfig.model_validate(dict(config)))
-    except ValidationError as exc:
-        raise InvalidInput(f"ssh target config: {exc}") from exc
-
-
-register_target(SshTarget.TYPE, _create)
+register_target(SshTarget.TYPE, configured(SshTarget, SshTargetConfig), SshSettings)
 
 __all__ = ["HostSpec", "Inventory", "SshSettings", "SshTarget", "SshTargetConfig"]

@@ -22,7 +22,9 @@ naming the host. ``preview`` and ``scale_down`` move no traffic and put nothing 
 
 ``snapshot`` and ``status`` read the hosts the release settings they are given name
 (as ``apply`` would); without them, the settings of the last release applied (kept
-in the state dir), else the config's inventory for the environment.
+in the state dir), else the config's inventory for the environment. ``restore`` acts
+on the hosts and settings its snapshot recorded; the settings it is given only lend a
+stop command to a snapshot whose settings have none (before the last applied ones).
 
 ``snapshot`` records every host's layout (``current``, slot links, which slots
 run) with the settings; ``restore`` converges each host to it: start what ran,
@@ -161,17 +163,20 @@ class SshTarget:
         tracks += [Track(version=v, role="preview", urls=idle[v]) for v in sorted(idle) if v not in serving]
         return TargetStatus(service=service, environment=environment, reachable=not failed, tracks=tracks)
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str) -> StepResult:
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
         """Converge every host to the snapshot's layout, restarting what changed;
         idempotent by ``step_id`` and harmless twice. A host not reached fails the
-        restore (the others are restored) and nothing is recorded, so it can be retried."""
+        restore (the others are restored) and nothing is recorded, so it can be retried.
+        The snapshot's hosts and settings win over ``settings`` (it was taken there)."""
         key = f"restore/{step_id}/{_digest(snapshot.model_dump(mode='json'))}"
         return await self._once(
             snapshot.service,
             snapshot.environment,
             key=key,
             step_id=step_id,
-            action=lambda: self._restore(snapshot),
+            action=lambda: self._restore(snapshot, settings),
         )
 
     # -- steps -------------------------------------------------------------------------
@@ -260,7 +265,7 @@ class SshTarget:
 
     # -- restore ---------------------------------------------------------------------
 
-    async def _restore(self, snapshot: Snapshot) -> dict[str, Any]:
+    async def _restore(self, snapshot: Snapshot, given: Mapping[str, Any] | None) -> dict[str, Any]:
         state = _upcast_snapshot_state(snapshot.state)
         settings = SshSettings.model_validate(state["settings"])
         service, environment = snapshot.service, snapshot.environment
@@ -270,7 +275,7 @@ class SshTarget:
             )
             for spec in settings.all_hosts()
         }
-        restored, failed = await self._converge(settings, service, environment, wanted)
+        restored, failed = await self._converge(settings, service, environment, wanted, given)
         if failed:
             names = ", ".join(e.host for e in failed)
             raise StepFailed(
@@ -280,11 +285,16 @@ class SshTarget:
         return {"restored": restored, "version": snapshot.version}
 
     async def _converge(
-        self, settings: SshSettings, service: str, environment: str, wanted: dict[str, Layout]
+        self,
+        settings: SshSettings,
+        service: str,
+        environment: str,
+        wanted: dict[str, Layout],
+        given: Mapping[str, Any] | None = None,
     ) -> tuple[list[str], list[HostFailed]]:
         """Every host of ``wanted`` to its layout, in batches, all of them whatever
         fails: the hosts changed and the failures."""
-        stop_settings = self._stop_settings(settings, service, environment)
+        stop_settings = self._stop_settings(settings, service, environment, given)
 
         async def on_host(spec: HostSpec) -> bool:
             async with self._connect(spec) as host:
@@ -301,12 +311,15 @@ class SshTarget:
             failed += [o for o in outcomes.values() if isinstance(o, HostFailed)]
         return changed, failed
 
-    def _stop_settings(self, settings: SshSettings, service: str, environment: str) -> SshSettings | None:
-        """Settings that can stop a slot when ``settings`` (an older snapshot's) cannot."""
+    def _stop_settings(
+        self, settings: SshSettings, service: str, environment: str, given: Mapping[str, Any] | None
+    ) -> SshSettings | None:
+        """Settings that can stop a slot when ``settings`` (an older snapshot's) cannot:
+        the release settings ``given``, else the last applied."""
         if settings.stop_command is not None:
             return None
         try:
-            latest = self._settings_of(service, environment)
+            latest = self._settings_of(service, environment, given)
         except InvalidInput:  # a target that never deployed this service
             return None
         return latest if latest.stop_command is not None else None

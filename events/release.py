@@ -95,6 +95,18 @@ class ReleaseMemberBuilt(EventData):
     services: list[str]
 
 
+class MemberRefused(EventData):
+    """A build that names a release but does not fit it (it lists other services than
+    the release's first build did): refused alone, the release goes on."""
+
+    TYPE: ClassVar[str] = "shiplog.release.member_refused"
+    VERSION: ClassVar[int] = 1
+
+    release_id: str
+    service: str
+    reason: str
+
+
 class ReleaseComposed(EventData):
     TYPE: ClassVar[str] = "shiplog.release.composed"
     VERSION: ClassVar[int] = 1

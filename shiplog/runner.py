@@ -144,10 +144,10 @@ async def run_components(
     assert settings.kafka_bootstrap_servers and settings.database_url
     setup_tracing(components)
     bootstrap = settings.kafka_bootstrap_servers
-    # Only planning reads the config; a bad file stops it (and `dev`) with every error,
-    # before anything is connected.
+    # Only planning and the release coordinator read the config; a bad file stops them
+    # (and `dev`) with every error, before anything is connected.
     pipelines = {}
-    if "planning" in components and settings.config.exists():
+    if {"planning", "releases"} & set(components) and settings.config.exists():
         pipelines = load_pipelines(settings.config)
     # likewise a bad notifications.yaml stops the notification consumer
     notifier = Courier.from_dir(settings.config) if NOTIFICATION.name in components else None

@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 # importing a target's package registers its type
 import adapters.targets.aws  # ecs
@@ -22,12 +24,15 @@ import adapters.targets.local
 import adapters.targets.serverless  # lambda
 import adapters.targets.ssh  # noqa: F401
 from adapters.targets import Snapshot, Step, StepResult, Target, TargetStatus, create_target
-from consumers.secrets import resolve_settings
+from consumers.secrets import is_secret_ref, resolve_settings
 
 
 class SecretsResolved:
     """A target whose every settings argument (a step's ``Release.settings``, the
-    ``settings`` of snapshot/status/restore) has its secret references resolved."""
+    ``settings`` of snapshot/status/restore) has its secret references resolved — and
+    whose answers have them taken out again: a snapshot (which goes into the log) holds
+    the reference where the target recorded a resolved value, and a restore resolves it
+    back; any other appearance in a snapshot, a result or a status reads ``***``."""
 
     def __init__(self, target: Target, base_dir: Path | None) -> None:
         self._target = target
@@ -36,27 +41,79 @@ class SecretsResolved:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._target, name)
 
-    def _resolved(self, settings: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    def _resolved(self, settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None if settings is None else resolve_settings(settings, self._base_dir)
 
+    def _secrets(self, settings: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+        """resolved value -> its reference, for every reference in ``settings``."""
+        found: dict[str, dict[str, Any]] = {}
+
+        def walk(value: Any) -> None:
+            if is_secret_ref(value):
+                resolved = resolve_settings({"v": value}, self._base_dir)["v"]
+                found[str(resolved)] = value
+            elif isinstance(value, Mapping):
+                for v in value.values():
+                    walk(v)
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v)
+
+        walk(settings or {})
+        return found
+
     async def apply(self, step: Step) -> StepResult:
-        release = step.release.model_copy(update={"settings": self._resolved(step.release.settings)})
-        return await self._target.apply(step.model_copy(update={"release": release}))
+        settings = step.release.settings
+        release = step.release.model_copy(update={"settings": self._resolved(settings)})
+        result = await self._target.apply(step.model_copy(update={"release": release}))
+        return _hidden(result, self._secrets(settings))
 
     async def snapshot(
         self, service: str, environment: str, settings: Mapping[str, Any] | None = None
     ) -> Snapshot:
-        return await self._target.snapshot(service, environment, self._resolved(settings))
+        taken = await self._target.snapshot(service, environment, self._resolved(settings))
+        return _hidden(taken, self._secrets(settings))
 
     async def status(
         self, service: str, environment: str, settings: Mapping[str, Any] | None = None
     ) -> TargetStatus:
-        return await self._target.status(service, environment, self._resolved(settings))
+        found = await self._target.status(service, environment, self._resolved(settings))
+        return _hidden(found, self._secrets(settings))
 
-    async def restore(self, snapshot: Snapshot, *, step_id: str, **kwargs: Any) -> StepResult:
-        if kwargs.get("settings") is not None:
-            kwargs["settings"] = self._resolved(kwargs["settings"])
-        return await self._target.restore(snapshot, step_id=step_id, **kwargs)
+    async def restore(
+        self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
+    ) -> StepResult:
+        state = resolve_settings(snapshot.state, self._base_dir)
+        result = await self._target.restore(
+            snapshot.model_copy(update={"state": state}), step_id=step_id, settings=self._resolved(settings)
+        )
+        return _hidden(result, {**self._secrets(settings), **self._secrets(snapshot.state)})
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _hidden(model: M, secrets: Mapping[str, dict[str, Any]]) -> M:
+    """``model`` with each secret value masked (``***``) — except in a snapshot's
+    ``state``, where a whole value goes back to being its reference, for restore."""
+    if not secrets:
+        return model
+
+    def hide(value: Any, *, as_reference: bool) -> Any:
+        if isinstance(value, str):
+            if as_reference and value in secrets:
+                return secrets[value]
+            for secret in secrets:
+                value = value.replace(secret, "***")
+            return value
+        if isinstance(value, Mapping):
+            return {k: hide(v, as_reference=as_reference) for k, v in value.items()}
+        if isinstance(value, list):
+            return [hide(v, as_reference=as_reference) for v in value]
+        return value
+
+    dumped = model.model_dump(mode="json")
+    return type(model).model_validate({k: hide(v, as_reference=k == "state") for k, v in dumped.items()})
 
 
 class TargetPool:

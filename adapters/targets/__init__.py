@@ -113,6 +113,9 @@ class Capabilities(BaseModel):
     #: versions run on instances with URLs to probe; False for serverless, whose health
     #: is the platform's (no health check is planned; a restore is healthy when it serves)
     instances: bool = True
+    #: restore brings back a newer snapshot as well as an older one; False where restore
+    #: only goes back (down migrations): a rollback drill could not roll forward again
+    reversible: bool = True
 
 
 class Target(Protocol):
@@ -182,6 +185,17 @@ COMMON_SETTINGS = frozenset({"health_path"})
 def register_target(type_: str, factory: TargetFactory, settings: type[BaseModel] | None = None) -> None:
     _FACTORIES[type_] = factory
     _SETTINGS[type_] = settings
+
+
+def settings_error(type_: str, exc: Exception) -> InvalidInput:
+    """Bad release settings of a ``type_`` target, naming each field but never its value
+    (a setting may be a resolved secret, e.g. a database URL with its password)."""
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_input=False)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in errors)
+    else:
+        problems = str(exc)
+    return InvalidInput(f"{type_} release settings: {problems}")
 
 
 def configured(target_class: Callable[[Any], Target], config_model: type[BaseModel]) -> TargetFactory:

@@ -21,6 +21,7 @@ hours after the environment concluded — is seen as well as an early one.
 from __future__ import annotations
 
 import graphlib
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -40,7 +41,9 @@ from events.deployment import (
 from events.envelope import CloudEvent
 from events.registry import REGISTRY, new_event
 from events.release import (
+    RELEASE_ID,
     MemberCancelled,
+    MemberRefused,
     MemberReleased,
     Outcome,
     ReleaseComposed,
@@ -84,6 +87,8 @@ class ReleaseState:
     composed: ReleaseComposed | None = None
     rejected: bool = False
     built: dict[str, ReleaseService] = field(default_factory=dict)
+    #: the services the release's first build named (builds naming others are refused)
+    expected: tuple[str, ...] = ()
     #: (service, environment) released to planning / cancelled / asked to roll back
     released: frozenset[tuple[str, str]] = frozenset()
     cancelled: frozenset[tuple[str, str]] = frozenset()
@@ -99,8 +104,12 @@ def evolve(state: ReleaseState, event: CloudEvent) -> ReleaseState:
     if name == ReleaseRejected.TYPE:
         return replace(state, rejected=True)
     if name == ReleaseMemberBuilt.TYPE:
-        member = REGISTRY.payload(event, ReleaseMemberBuilt).member
-        return replace(state, built={**state.built, member.service: member})
+        built = REGISTRY.payload(event, ReleaseMemberBuilt)
+        return replace(
+            state,
+            built={**state.built, built.member.service: built.member},
+            expected=state.expected or tuple(sorted(built.services)),
+        )
     if name == MemberReleased.TYPE:
         released = REGISTRY.payload(event, MemberReleased)
         return replace(state, released=state.released | {(released.service, released.environment)})
@@ -140,13 +149,19 @@ class ProgressFacts:
     statuses: dict[tuple[str, str], Status]
 
 
+def _group_id(build_event: CloudEvent) -> str:
+    """The release a build names, if its id is a valid one; else the build's own."""
+    group = grouping(REGISTRY.payload(build_event, BuildCompleted)) or {}
+    named = str(group.get("id") or "")
+    return named if re.fullmatch(RELEASE_ID, named) else build_event.correlationid or build_event.id
+
+
 def stream_for(event: CloudEvent) -> str:
     name = event.type_name
     if name == ReleaseManifest.TYPE:
         return release_stream(REGISTRY.payload(event, ReleaseManifest).release_id)
     if name == BuildCompleted.TYPE:
-        group = grouping(REGISTRY.payload(event, BuildCompleted)) or {}
-        return release_stream(str(group.get("id") or event.correlationid or event.id))
+        return release_stream(_group_id(event))
     return release_stream(event.correlationid or event.subject)
 
 
@@ -193,22 +208,32 @@ def member_of_build(build: BuildCompleted) -> ReleaseService:
 
 def _member_built(state: ReleaseState, event: CloudEvent, facts: Any) -> list[CloudEvent]:
     build = REGISTRY.payload(event, BuildCompleted)
-    group = grouping(build)
-    if group is None or state.composed is not None or state.rejected:
+    raw = (build.model_extra or {}).get("release")
+    if raw is None or state.composed is not None or state.rejected:
         return []
+    group = grouping(build) or {}
     release_id = str(group.get("id") or "")
     services = [str(s) for s in group.get("services") or []]
-    envelope = _envelope(release_id, event)
-    if not release_id or build.service not in services:
+    if not isinstance(raw, dict) or not re.fullmatch(RELEASE_ID, release_id) or build.service not in services:
         reason = Reason(
             code="bad_release",
             field="data.release",
-            message="a build that names a release must give its id and list its own service among "
-            f"the release's services (got id {release_id!r}, services {services})",
+            message="a build that names a release gives `release: {id, services, depends_on}`, "
+            f"an id matching {RELEASE_ID} and its own service among the services (got {raw!r})",
         )
-        return [new_event(ReleaseRejected(release_id=release_id or event.id, reasons=[reason]), **envelope)]
+        rejected = ReleaseRejected(release_id=_group_id(event), reasons=[reason])
+        return [new_event(rejected, **_envelope(rejected.release_id, event))]
+    envelope = _envelope(release_id, event)
     if build.service in state.built:
         return []
+    if state.expected and tuple(sorted(services)) != state.expected:
+        refused = MemberRefused(
+            release_id=release_id,
+            service=build.service,
+            reason=f"the build lists services {sorted(services)}; the release's first build listed "
+            f"{list(state.expected)}",
+        )
+        return [new_event(refused, **envelope)]
     member = member_of_build(build)
     out = [new_event(ReleaseMemberBuilt(release_id=release_id, member=member, services=services), **envelope)]
     built = {**state.built, member.service: member}
@@ -367,48 +392,64 @@ def _settle(
     members = _members_in(composed, env)
     status = {m.service: statuses.get((m.service, env)) for m in members}
     failed = {s for s, st in status.items() if st in _NOT_KEPT}
+    following = _dependants(composed, env, failed)
+    blocked = _not_succeeded_before(state, composed, env)
     out: list[CloudEvent] = []
-    for dependant in sorted(_dependants(composed, env, failed)):
-        key = (dependant, env)
-        causes = sorted(
-            set(composed.member(dependant).depends_on) & (failed | _dependants(composed, env, failed))
-        )
-        because = causes[0] if causes else ""
-        if key not in state.released and key not in state.cancelled:
+    for m in members:
+        key = (m.service, env)
+        if key in state.released or key in state.cancelled:
+            continue
+        if blocked is not None or m.service in following:
+            causes = sorted(set(m.depends_on) & (failed | following))
+            reason = (
+                f"the release did not succeed in {blocked}"
+                if blocked is not None
+                else f"{causes[0] if causes else 'a dependency'} did not succeed in {env}"
+            )
             out.append(
                 new_event(
-                    MemberCancelled(
-                        release_id=release_id,
-                        service=dependant,
-                        environment=env,
-                        reason=f"{because} did not succeed in {env}",
-                    ),
+                    MemberCancelled(release_id=release_id, service=m.service, environment=env, reason=reason),
                     **envelope,
                 )
             )
-        elif (
-            key in state.released
-            and key not in state.rollback_requested
-            and status.get(dependant) not in _NOT_KEPT
-        ):
-            out.append(
-                new_event(
-                    RollbackRequested(
-                        deployment_id=deployment_id(dependant, env, release_id),
-                        release_id=release_id,
-                        reason=f"{because}, which it depends on, was not kept in {env}",
-                        because_of=because,
-                    ),
-                    source=SOURCE,
-                    subject=deployment_id(dependant, env, release_id),
-                    correlationid=release_id,
-                    causationid=cause.id,
-                )
+    for dependant in sorted(following):
+        key = (dependant, env)
+        current = status.get(dependant)
+        # not planned yet (None): its own terminal event brings it back here
+        if key not in state.released or key in state.rollback_requested or current is None:
+            continue
+        if current in _NOT_KEPT:
+            continue
+        causes = sorted(set(composed.member(dependant).depends_on) & (failed | following))
+        because = causes[0] if causes else ""
+        out.append(
+            new_event(
+                RollbackRequested(
+                    deployment_id=deployment_id(dependant, env, release_id),
+                    release_id=release_id,
+                    reason=f"{because}, which it depends on, was not kept in {env}",
+                    because_of=because,
+                ),
+                source=SOURCE,
+                subject=deployment_id(dependant, env, release_id),
+                correlationid=release_id,
+                causationid=cause.id,
             )
+        )
     state = _fold(state, out)
-    ready = _release_ready(state, composed, env, status, cause)
+    ready = [] if blocked is not None else _release_ready(state, composed, env, status, cause)
     state = _fold(state, ready)
     return out + ready + _conclude(state, composed, env, status, cause)
+
+
+def _not_succeeded_before(state: ReleaseState, composed: ReleaseComposed, env: str) -> str | None:
+    """An earlier environment where the release, as last concluded, did not succeed
+    (a late rollback there): the release goes no further."""
+    for earlier in composed.environments[: composed.environments.index(env)]:
+        concluded = state.concluded.get(earlier)
+        if concluded is not None and concluded.outcome != "succeeded":
+            return earlier
+    return None
 
 
 def _fold(state: ReleaseState, events: list[CloudEvent]) -> ReleaseState:

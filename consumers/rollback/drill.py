@@ -115,7 +115,8 @@ def decide(
         if state.scheduled or state.started or state.ended:
             return []
         command = REGISTRY.payload(event, Drill)
-        if command.not_before is not None and command.not_before > now:
+        # the command's own time, as gather judges it: both must agree
+        if command.not_before is not None and command.not_before > event.time:
             return _schedule(command, event)
         return _begin(event.id, command.service, command.environment, facts, event)
     if name == TimerFired.TYPE:
@@ -266,9 +267,11 @@ async def gather(ports: Any, state: DrillState, event: CloudEvent) -> Begin | Do
     )
     woken: tuple[str, ...] = ()
     if step == "restore" or (ok and step == DRILL_STEPS[-1]):
+        # what serves now: what ran, unless putting it back failed (then say nothing)
+        serving = started.from_version if ok else None
         woken = tuple(
             await ports.lanes.release(
-                started.service, started.environment, _lane_holder(started.drill_id), started.from_version
+                started.service, started.environment, _lane_holder(started.drill_id), serving
             )
         )
     return Done(done, woken)
@@ -283,28 +286,37 @@ async def _prepare(
 ) -> Begin:
     from shiplog.status import find_deployment
 
+    async def refuse(reason: str) -> Begin:
+        # whatever happened before (a redelivery, a scheduled start), the lane is free after
+        await ports.lanes.release(service, environment, _lane_holder(drill_id), None)
+        return Begin(refused=reason)
+
     found = await find_deployment(ports.log, service, environment)
     state = fold(r.event for r in await ports.log.read_stream(deployment_stream(found))) if found else None
     if state is None or state.plan is None:
-        return Begin(refused=f"{service} was never deployed to {environment}")
+        return await refuse(f"{service} was never deployed to {environment}")
     if state.status is not Status.SUCCEEDED:
-        return Begin(refused=f"{state.plan.deployment_id} is {state.status.value}: drill a settled service")
+        return await refuse(f"{state.plan.deployment_id} is {state.status.value}: drill a settled service")
     plan: DeploymentPlanned = state.plan
     if state.snapshot is None or not state.snapshot.get("version"):
-        return Begin(refused=f"nothing ran in {environment} before {plan.version}: no rollback to rehearse")
+        return await refuse(f"nothing ran in {environment} before {plan.version}: no rollback to rehearse")
+    target = ports.targets(plan.target.type, plan.target.settings)
+    if not target.capabilities.reversible:
+        return await refuse(
+            f"a {plan.target.type} target only restores backwards (down migrations): a drill could "
+            "roll back but not forward again"
+        )
     claim = await ports.lanes.claim(service, environment, _lane_holder(drill_id), plan.version)
     if not claim.claimed:
-        await ports.lanes.release(service, environment, _lane_holder(drill_id), None)
-        why = claim.outdated or f"{claim.behind} holds the lane"
-        return Begin(refused=f"a deployment is in progress: {why}")
-    target = ports.targets(plan.target.type, plan.target.settings)
+        return await refuse(
+            f"a deployment is in progress: {claim.outdated or f'{claim.behind} holds the lane'}"
+        )
     try:
         current = await target.snapshot(service, environment, plan.target.settings)
     except ShiplogError as exc:
         if exc.retryable:
             raise
-        await ports.lanes.release(service, environment, _lane_holder(drill_id), None)
-        return Begin(refused=f"target {plan.target.type} does not answer: {exc}")
+        return await refuse(f"target {plan.target.type} does not answer: {exc}")
     health = (plan.analysis.get("health") or {}).get("path") or plan.target.settings.get("health_path")
     return Begin(
         DrillStarted(

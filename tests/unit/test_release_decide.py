@@ -210,3 +210,58 @@ def test_builds_naming_a_release_compose_it_when_the_last_one_arrives() -> None:
     state, out = run(state, build("api", "schema"), PIPELINES)
     assert [e.type_name for e in out][:2] == [ReleaseMemberBuilt.TYPE, ReleaseComposed.TYPE]
     assert names(out, MemberReleased) == [("schema", "dev")]
+
+
+def test_a_dependant_not_yet_planned_is_asked_to_roll_back_once_it_has_a_deployment() -> None:
+    state, _ = composed_state(*CHAIN)
+    statuses: dict[tuple[str, str], Status] = {("schema", "dev"): Status.SUCCEEDED}
+    state, _ = through(state, statuses, who=("schema", "dev"))
+    statuses[("api", "dev")] = Status.SUCCEEDED
+    state, _ = through(state, statuses, who=("api", "dev"))  # web released, not planned yet
+    statuses[("api", "dev")] = Status.ROLLED_BACK  # a person rolls api back at once
+    state, out = through(state, statuses, who=("api", "dev"))
+    assert names(out, RollbackRequested) == []  # nothing to roll back yet: asking now would be lost
+    statuses[("web", "dev")] = Status.SUCCEEDED
+    state, out = through(state, statuses, who=("web", "dev"))
+    assert names(out, RollbackRequested) == [("web.dev.r42",)]
+
+
+def test_a_late_rollback_in_an_earlier_environment_stops_the_release_going_further() -> None:
+    state, _ = composed_state(*CHAIN)
+    statuses: dict[tuple[str, str], Status] = {}
+    for s in ("schema", "api", "web"):
+        statuses[(s, "dev")] = Status.SUCCEEDED
+        state, out = through(state, statuses, who=(s, "dev"))
+    assert names(out, MemberReleased) == [("schema", "staging")]
+    statuses[("schema", "staging")] = Status.RUNNING
+    # schema is rolled back in dev while it deploys to staging: api and web follow in dev,
+    # and the release releases nothing more in staging
+    statuses[("schema", "dev")] = Status.ROLLED_BACK
+    state, out = through(state, statuses, who=("schema", "dev"))
+    assert sorted(names(out, RollbackRequested)) == [("api.dev.r42",), ("web.dev.r42",)]
+    statuses[("api", "dev")] = statuses[("web", "dev")] = Status.ROLLED_BACK
+    statuses[("schema", "staging")] = Status.SUCCEEDED
+    state, out = through(state, statuses, who=("web", "dev"))
+    assert names(out, MemberReleased) == []
+    assert sorted(names(out, MemberCancelled)) == [("api", "staging"), ("web", "staging")]
+
+
+def test_a_build_listing_other_services_is_refused_alone_and_a_malformed_release_is_rejected() -> None:
+    from events.release import MemberRefused
+
+    def build(name: str, release: object) -> CloudEvent:
+        return new_event(
+            BuildCompleted(service=name, version="2.0.0", artifact=f"a/{name}", release=release),  # type: ignore[call-arg]
+            source="ci",
+            subject=name,
+        )
+
+    state, _ = run(ReleaseState(), build("schema", {"id": "r42", "services": ["schema", "api"]}), PIPELINES)
+    stray = build("web", {"id": "r42", "services": ["schema", "web"]})
+    state, out = run(state, stray, PIPELINES)
+    assert [e.type_name for e in out] == [MemberRefused.TYPE]
+    assert not state.rejected
+    _, out = run(ReleaseState(), build("api", "r42"), PIPELINES)
+    assert [e.type_name for e in out] == [ReleaseRejected.TYPE]
+    _, out = run(ReleaseState(), build("api", {"id": "../r42", "services": ["api"]}), PIPELINES)
+    assert [e.type_name for e in out] == [ReleaseRejected.TYPE]

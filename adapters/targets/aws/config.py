@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from events.errors import InvalidInput
+from adapters.targets import settings_error
 
 #: botocore's retry mode: ``standard`` retries throttling, 5xx and connection errors
 #: with exponential backoff and jitter (at most 20 s a pause) within a retry quota
@@ -101,4 +101,4 @@ class EcsSettings(BaseModel):
         try:
             return cls.model_validate(settings)
         except ValueError as exc:
-            raise InvalidInput(f"ecs release settings: {exc}") from exc
+            raise settings_error("ecs", exc) from None

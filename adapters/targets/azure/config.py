@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.errors import InvalidInput
+from adapters.targets import settings_error
 
 DEFAULT_BASE_URL = "https://management.azure.com"
 #: seconds between two polls of an ARM long-running operation
@@ -79,4 +79,4 @@ class AzureContainerAppsSettings(BaseModel):
         try:
             return cls.model_validate(settings)
         except ValueError as exc:
-            raise InvalidInput(f"azure_container_apps release settings: {exc}") from exc
+            raise settings_error("azure_container_apps", exc) from None

@@ -40,7 +40,16 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
-from adapters.targets import Capabilities, Release, Snapshot, Step, StepResult, TargetStatus, Track
+from adapters.targets import (
+    Capabilities,
+    Release,
+    Snapshot,
+    Step,
+    StepResult,
+    TargetStatus,
+    Track,
+    settings_error,
+)
 from adapters.targets.dbmigrate import migrations as ms
 from adapters.targets.dbmigrate.config import DbMigrateTargetConfig, MigrationSettings
 from events.errors import AdapterUnavailable, InvalidInput
@@ -65,7 +74,7 @@ def _version_label(version: int | None) -> str | None:
 
 class DbMigrateTarget:
     TYPE = "dbmigrate"
-    capabilities = Capabilities()
+    capabilities = Capabilities(reversible=False)
 
     def __init__(self, config: DbMigrateTargetConfig) -> None:
         self.config = config
@@ -422,4 +431,4 @@ def _validated(settings: Mapping[str, Any]) -> MigrationSettings:
     try:
         return MigrationSettings.model_validate(dict(settings))
     except ValidationError as exc:
-        raise InvalidInput(f"dbmigrate release settings: {exc}") from exc
+        raise settings_error("dbmigrate", exc) from None

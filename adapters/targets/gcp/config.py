@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.errors import InvalidInput
+from adapters.targets import settings_error
 
 #: the Cloud Run Admin API v2
 DEFAULT_API_ENDPOINT = "https://run.googleapis.com"
@@ -74,4 +74,4 @@ class CloudRunSettings(BaseModel):
         try:
             return cls.model_validate(settings)
         except ValueError as exc:
-            raise InvalidInput(f"cloud_run release settings: {exc}") from exc
+            raise settings_error("cloud_run", exc) from None

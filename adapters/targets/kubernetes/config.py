@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.errors import InvalidInput
+from adapters.targets import settings_error
 
 FIELD_MANAGER = "shiplog"
 #: how long a rollout may take before the step gives up (beyond the Deployment's own
@@ -88,4 +88,4 @@ class KubernetesSettings(BaseModel):
         try:
             return cls.model_validate(settings)
         except ValueError as exc:
-            raise InvalidInput(f"kubernetes release settings: {exc}") from exc
+            raise settings_error("kubernetes", exc) from None

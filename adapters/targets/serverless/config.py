@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from events.errors import InvalidInput
+from adapters.targets import settings_error
 
 #: a published version's description names the release it was published for
 DESCRIPTION_PREFIX = "shiplog "
@@ -31,7 +31,7 @@ class LambdaSettings(BaseModel):
         try:
             return cls.model_validate(settings)
         except ValueError as exc:
-            raise InvalidInput(f"lambda release settings: {exc}") from exc
+            raise settings_error("lambda", exc) from None
 
 
 def description(version: str) -> str:

@@ -256,7 +256,15 @@ async def gather(ports: Any, state: DrillState, event: CloudEvent) -> Begin | Do
     if step is None or started is None or name not in (DrillStarted.TYPE, DrillStepCompleted.TYPE):
         return None
     began = time.monotonic()
-    ok, detail, error = await _run_step(ports, started, step)
+    overtaken = await _rolled_back_meanwhile(ports, started) if step in ("roll_forward", "restore") else None
+    ok: bool
+    detail: dict[str, Any]
+    error: str | None
+    if overtaken is not None:
+        # the release drilled was rolled back for real meanwhile: putting it back would undo that
+        ok, detail, error = False, {"rolled_back": started.deployment_id}, overtaken
+    else:
+        ok, detail, error = await _run_step(ports, started, step)
     done = DrillStepCompleted(
         drill_id=started.drill_id,
         step=step,
@@ -275,6 +283,17 @@ async def gather(ports: Any, state: DrillState, event: CloudEvent) -> Begin | Do
             )
         )
     return Done(done, woken)
+
+
+async def _rolled_back_meanwhile(ports: Any, started: DrillStarted) -> str | None:
+    """Why not to put the drilled release back: it was rolled back (by verification, a
+    person or its release) while the drill ran. None: nothing happened to it."""
+    history = await ports.log.read_stream(deployment_stream(started.deployment_id))
+    status = fold(r.event for r in history).status
+    if status in (Status.ROLLING_BACK, Status.ROLLED_BACK):
+        drilled = started.deployment_id
+        return f"{drilled} was rolled back during the drill: not putting {started.from_version} back"
+    return None
 
 
 def _lane_holder(drill_id: str) -> str:

@@ -131,3 +131,53 @@ def test_a_drill_for_later_is_scheduled_through_the_timers_and_starts_when_it_fi
         subject=cmd.id,
     )
     assert types(decide(state, fired, now=later, facts=Begin(started=STARTED))) == [DrillStarted.TYPE]
+
+
+class _Ports:
+    """Just what the drill's gather reads: the log and the lanes."""
+
+    def __init__(self, history: list[CloudEvent]) -> None:
+        self.history = history
+        self.released: list[tuple[str, str, str, str | None]] = []
+        self.log = self
+        self.lanes = self
+        self.targets = None  # a step that reaches a target would fail this test
+
+    async def read_stream(self, stream: str) -> list[object]:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(event=e) for e in self.history]
+
+    async def release(self, service: str, environment: str, holder: str, serving: str | None) -> list[str]:
+        self.released.append((service, environment, holder, serving))
+        return []
+
+
+async def test_a_release_rolled_back_for_real_during_the_drill_is_not_put_back() -> None:
+    from consumers.rollback.drill import gather
+    from events.deployment import DeploymentRolledBack
+    from tests.unit import sagafixtures as saga
+
+    rolled_back = saga.event(
+        DeploymentRolledBack(
+            deployment_id=STARTED.deployment_id, service="web", environment="prod", reason="5xx", healthy=True
+        ),
+        subject=STARTED.deployment_id,
+    )
+    ports = _Ports([saga.planned(saga.canary_plan(deployment_id=STARTED.deployment_id)), rolled_back])
+    state = play(started_state(), [new_event(step("rollback"), source="t", subject="d1")])
+    state = play(state, [new_event(step("verify_rollback"), source="t", subject="d1")])
+
+    done = await gather(ports, state, new_event(step("verify_rollback"), source="t", subject="d1"))
+    assert isinstance(done, Done) and done.step.step == "roll_forward" and not done.step.ok
+    assert "was rolled back during the drill" in (done.step.error or "")
+    state = play(state, decide(state, new_event(STARTED, source="t", subject="d1"), now=NOW, facts=done))
+
+    restore = await gather(ports, state, new_event(done.step, source="t", subject="d1"))
+    assert isinstance(restore, Done) and restore.step.step == "restore" and not restore.step.ok
+    out = decide(state, new_event(STARTED, source="t", subject="d1"), now=NOW, facts=restore)
+    failed = REGISTRY.payload(out[1], DrillFailed)
+    assert (failed.broken_step, failed.restored) == ("roll_forward", False)
+    assert ports.released == [
+        ("web", "prod", "drill:d1", None)
+    ]  # the lane is freed, nothing claimed to serve

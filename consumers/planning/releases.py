@@ -505,9 +505,17 @@ def _conclude(
     # a rollback asked of a dependant must have happened before the release concludes
     if any(ended.get(s) is Status.SUCCEEDED for s, e in state.rollback_requested if e == env):
         return []
+    # a dependant asked to roll back before it changed anything (awaiting approval,
+    # say) ends failed without having run: to people, it was cancelled
+    stopped = {s for s, st in ended.items() if st is Status.FAILED and (s, env) in state.rollback_requested}
+    cancelled = sorted({*cancelled, *stopped})
     kept = sorted(s for s, st in ended.items() if st is Status.SUCCEEDED)
     rolled_back = sorted(s for s, st in ended.items() if st is Status.ROLLED_BACK)
-    failed = sorted(s for s, st in ended.items() if st in (Status.FAILED, Status.REJECTED, Status.DENIED))
+    failed = sorted(
+        s
+        for s, st in ended.items()
+        if st in (Status.FAILED, Status.REJECTED, Status.DENIED) and s not in stopped
+    )
     outcome: Outcome
     if len(kept) == len(members):
         outcome = "succeeded"

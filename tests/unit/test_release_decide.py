@@ -265,3 +265,20 @@ def test_a_build_listing_other_services_is_refused_alone_and_a_malformed_release
     assert [e.type_name for e in out] == [ReleaseRejected.TYPE]
     _, out = run(ReleaseState(), build("api", {"id": "../r42", "services": ["api"]}), PIPELINES)
     assert [e.type_name for e in out] == [ReleaseRejected.TYPE]
+
+
+def test_a_dependant_stopped_before_it_ran_is_listed_as_cancelled() -> None:
+    state, _ = composed_state(*CHAIN)
+    statuses: dict[tuple[str, str], Status] = {("schema", "dev"): Status.SUCCEEDED}
+    state, _ = through(state, statuses, who=("schema", "dev"))
+    statuses[("api", "dev")] = Status.SUCCEEDED
+    state, _ = through(state, statuses, who=("api", "dev"))
+    statuses[("web", "dev")] = Status.AWAITING_APPROVAL
+    statuses[("api", "dev")] = Status.ROLLED_BACK
+    state, out = through(state, statuses, who=("api", "dev"))
+    assert names(out, RollbackRequested) == [("web.dev.r42",)]
+    statuses[("web", "dev")] = Status.FAILED  # the rollback consumer: nothing to restore
+    _, out = through(state, statuses, who=("web", "dev"))
+    done = conclusion(out)
+    assert done is not None
+    assert (done.kept, done.rolled_back, done.cancelled, done.failed) == (["schema"], ["api"], ["web"], [])

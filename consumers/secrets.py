@@ -39,21 +39,28 @@ def is_secret_ref(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {"secret"} and isinstance(value["secret"], dict)
 
 
-def resolve_settings(settings: Mapping[str, Any], base_dir: Path | None = None) -> dict[str, Any]:
+def resolve_settings(
+    settings: Mapping[str, Any],
+    base_dir: Path | None = None,
+    found: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A target's settings with every secret reference in them (at any depth, e.g. a
     dbmigrate ``database_url``) replaced by its value — for the target only, never
-    for an event or a log. An unresolved one raises ``InvalidInput`` naming its path."""
+    for an event or a log. An unresolved one raises ``InvalidInput`` naming its path.
+    ``found``, if given, collects value -> reference for each one resolved."""
     resolve = secret_resolver(os.environ, base_dir)
 
     def walk(value: Any, path: str) -> Any:
         if is_secret_ref(value):
             try:
-                found = resolve(SecretSource.model_validate(value["secret"]))
+                resolved = resolve(SecretSource.model_validate(value["secret"]))
             except (LookupError, ValueError) as exc:
                 raise InvalidInput(f"target setting {path}: {exc}") from exc
-            if found is None:
+            if resolved is None:
                 raise InvalidInput(f"target setting {path}: secret not found")
-            return found
+            if found is not None:
+                found[resolved] = value
+            return resolved
         if isinstance(value, Mapping):
             return {k: walk(v, f"{path}.{k}") for k, v in value.items()}
         if isinstance(value, list):

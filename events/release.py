@@ -167,6 +167,8 @@ class RollbackRequested(EventData):
 
     deployment_id: str
     release_id: str
+    service: str
+    environment: str
     reason: str
     #: the service whose rollback this follows
     because_of: str

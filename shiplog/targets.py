@@ -24,7 +24,7 @@ import adapters.targets.local
 import adapters.targets.serverless  # lambda
 import adapters.targets.ssh  # noqa: F401
 from adapters.targets import Snapshot, Step, StepResult, Target, TargetStatus, create_target
-from consumers.secrets import is_secret_ref, resolve_settings
+from consumers.secrets import resolve_settings
 
 
 class SecretsResolved:
@@ -41,53 +41,41 @@ class SecretsResolved:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._target, name)
 
-    def _resolved(self, settings: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        return None if settings is None else resolve_settings(settings, self._base_dir)
-
-    def _secrets(self, settings: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-        """resolved value -> its reference, for every reference in ``settings``."""
-        found: dict[str, dict[str, Any]] = {}
-
-        def walk(value: Any) -> None:
-            if is_secret_ref(value):
-                resolved = resolve_settings({"v": value}, self._base_dir)["v"]
-                found[str(resolved)] = value
-            elif isinstance(value, Mapping):
-                for v in value.values():
-                    walk(v)
-            elif isinstance(value, list):
-                for v in value:
-                    walk(v)
-
-        walk(settings or {})
-        return found
+    def _resolved(self, settings: Mapping[str, Any] | None, secrets: dict[str, dict[str, Any]]) -> Any:
+        """``settings`` resolved (None stays None), noting each secret in ``secrets``."""
+        return None if settings is None else resolve_settings(settings, self._base_dir, secrets)
 
     async def apply(self, step: Step) -> StepResult:
-        settings = step.release.settings
-        release = step.release.model_copy(update={"settings": self._resolved(settings)})
+        secrets: dict[str, dict[str, Any]] = {}
+        release = step.release.model_copy(update={"settings": self._resolved(step.release.settings, secrets)})
         result = await self._target.apply(step.model_copy(update={"release": release}))
-        return _hidden(result, self._secrets(settings))
+        return _hidden(result, secrets)
 
     async def snapshot(
         self, service: str, environment: str, settings: Mapping[str, Any] | None = None
     ) -> Snapshot:
-        taken = await self._target.snapshot(service, environment, self._resolved(settings))
-        return _hidden(taken, self._secrets(settings))
+        secrets: dict[str, dict[str, Any]] = {}
+        taken = await self._target.snapshot(service, environment, self._resolved(settings, secrets))
+        return _hidden(taken, secrets)
 
     async def status(
         self, service: str, environment: str, settings: Mapping[str, Any] | None = None
     ) -> TargetStatus:
-        found = await self._target.status(service, environment, self._resolved(settings))
-        return _hidden(found, self._secrets(settings))
+        secrets: dict[str, dict[str, Any]] = {}
+        found = await self._target.status(service, environment, self._resolved(settings, secrets))
+        return _hidden(found, secrets)
 
     async def restore(
         self, snapshot: Snapshot, *, step_id: str, settings: Mapping[str, Any] | None = None
     ) -> StepResult:
-        state = resolve_settings(snapshot.state, self._base_dir)
+        secrets: dict[str, dict[str, Any]] = {}
+        state = self._resolved(snapshot.state, secrets)
         result = await self._target.restore(
-            snapshot.model_copy(update={"state": state}), step_id=step_id, settings=self._resolved(settings)
+            snapshot.model_copy(update={"state": state}),
+            step_id=step_id,
+            settings=self._resolved(settings, secrets),
         )
-        return _hidden(result, {**self._secrets(settings), **self._secrets(snapshot.state)})
+        return _hidden(result, secrets)
 
 
 M = TypeVar("M", bound=BaseModel)

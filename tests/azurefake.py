@@ -36,7 +36,7 @@ from aiohttp import web
 from azure.mgmt.appcontainers import models
 from azure.mgmt.appcontainers._utils.model_base import Model
 
-from tests.threadedapp import ThreadedApp
+from tests.threadedapp import InjectedFailures, ThreadedApp
 
 PROVIDER = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.App/containerApps/{app}"
 DOMAIN = "fake-env.eastus.azurecontainerapps.io"
@@ -144,7 +144,7 @@ class Operation:
     app: tuple[str, str, str]
 
 
-class AzureFake:
+class AzureFake(InjectedFailures):
     def __init__(self, *, ready_after: float = 0.05, token: str = "fake-token") -> None:
         self.ready_after = ready_after
         self.token = token
@@ -155,17 +155,6 @@ class AzureFake:
         #: (method, path, Authorization header) of every request, and the status answered
         self.requests: list[tuple[str, str, str | None]] = []
         self.answered: list[int] = []
-        self._failures: list[int] = []
-        self._failing_method: str | None = None
-
-    def fail(self, status: int, n: int, method: str | None = None) -> None:
-        """Answer the next ``n`` requests (of ``method``, if given) with ``status``."""
-        self._failures = [status] * n
-        self._failing_method = method
-
-    def heal(self) -> None:
-        """Answer every request normally again."""
-        self.fail(0, 0)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -204,8 +193,8 @@ class AzureFake:
         auth = request.headers.get("Authorization")
         self.requests.append((request.method, request.path, auth))
         try:
-            if self._failures and self._failing_method in (None, request.method):
-                status = self._failures.pop(0)
+            status = self.injected(request.method)
+            if status is not None:
                 code = "TooManyRequests" if status == 429 else "InternalServerError"
                 raise ArmError(status, code, f"injected {status}")
             if auth != f"Bearer {self.token}":

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 from google.cloud import run_v2
 
-from tests.threadedapp import ThreadedApp
+from tests.threadedapp import InjectedFailures, ThreadedApp
 
 SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v2.Service"
 QUERY = {"$alt", "updateMask", "validateOnly", "allowMissing", "serviceId"}
@@ -80,7 +80,7 @@ class Operation:
     previous: list[Any] = field(default_factory=list)
 
 
-class GcpFake:
+class GcpFake(InjectedFailures):
     def __init__(self, *, ready_after: float = 0.05, token: str | None = None) -> None:
         self.ready_after = ready_after
         self.token = token
@@ -93,17 +93,6 @@ class GcpFake:
         #: (method, path, Authorization header) of every request, and the status answered
         self.requests: list[tuple[str, str, str | None]] = []
         self.answered: list[int] = []
-        self._failures: list[int] = []
-        self._failing_method: str | None = None
-
-    def fail(self, status: int, n: int, method: str | None = None) -> None:
-        """Answer the next ``n`` requests (of ``method``, if given) with ``status``."""
-        self._failures = [status] * n
-        self._failing_method = method
-
-    def heal(self) -> None:
-        """Answer every request normally again."""
-        self.fail(0, 0)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -133,8 +122,8 @@ class GcpFake:
         auth = request.headers.get("Authorization")
         self.requests.append((request.method, request.path, auth))
         try:
-            if self._failures and self._failing_method in (None, request.method):
-                code = self._failures.pop(0)
+            code = self.injected(request.method)
+            if code is not None:
                 raise GoogleError(code, f"injected {code}")
             if self.token is not None and auth != f"Bearer {self.token}":
                 raise GoogleError(401, "Request had invalid authentication credentials.")

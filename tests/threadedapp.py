@@ -34,3 +34,27 @@ class ThreadedApp:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         self.loop.close()
+
+
+class InjectedFailures:
+    """What a fake answers in place of its real answer, for the retry tests: the next
+    ``n`` requests (of one method, if given) fail with a status."""
+
+    _failures: list[int]
+    _failing_method: str | None = None
+
+    def fail(self, status: int, n: int, method: str | None = None) -> None:
+        """Answer the next ``n`` requests (of ``method``, if given) with ``status``."""
+        self._failures = [status] * n
+        self._failing_method = method
+
+    def heal(self) -> None:
+        """Answer every request normally again."""
+        self.fail(0, 0)
+
+    def injected(self, method: str) -> int | None:
+        """The status to fail this request with, if one is due."""
+        failures = getattr(self, "_failures", [])
+        if failures and self._failing_method in (None, method):
+            return failures.pop(0)
+        return None

@@ -118,20 +118,13 @@ def evolve(state: ReleaseState, event: CloudEvent) -> ReleaseState:
         return replace(state, cancelled=state.cancelled | {(cancelled.service, cancelled.environment)})
     if name == RollbackRequested.TYPE:
         asked = REGISTRY.payload(event, RollbackRequested)
-        service, environment = _split(asked.deployment_id, asked.release_id)
-        return replace(state, rollback_requested=state.rollback_requested | {(service, environment)})
+        return replace(
+            state, rollback_requested=state.rollback_requested | {(asked.service, asked.environment)}
+        )
     if name == ReleaseConcluded.TYPE:
         concluded = REGISTRY.payload(event, ReleaseConcluded)
         return replace(state, concluded={**state.concluded, concluded.environment: concluded})
     return state
-
-
-def _split(deployment: str, release_id: str) -> tuple[str, str]:
-    """``<service>.<environment>.<release id>`` -> (service, environment); services
-    may hold dots, environments do not."""
-    head = deployment[: -(len(release_id) + 1)]
-    service, _, environment = head.rpartition(".")
-    return service, environment
 
 
 @dataclass(frozen=True)
@@ -427,6 +420,8 @@ def _settle(
                 RollbackRequested(
                     deployment_id=deployment_id(dependant, env, release_id),
                     release_id=release_id,
+                    service=dependant,
+                    environment=env,
                     reason=f"{because}, which it depends on, was not kept in {env}",
                     because_of=because,
                 ),

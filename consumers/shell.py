@@ -103,6 +103,12 @@ def _outcome(name: str) -> None:
     trace.get_current_span().set_attribute("shiplog.outcome", name)
 
 
+async def _the_message(msg: KafkaMessage) -> KafkaMessage:
+    """A decoder handing the subscriber the message, not its body. (Async: FastStream
+    runs a synchronous decoder in a worker thread, once per message.)"""
+    return msg
+
+
 class LocalDispatch:
     """Hands events appended by one shell to every shell of this process that reads
     their topic and reacts to their type. Kafka still delivers each of them: it is
@@ -188,9 +194,14 @@ class ConsumerShell:
             fetch_max_wait_ms=self.fetch_max_wait_ms,
             title=f"{self.consumer.name}",
             description=self.consumer.description,
+            # the handler takes the message itself: it decodes (or skips) by its
+            # headers, and needs no dependency injection (see make_broker)
+            decoder=_the_message,
         )(self.on_message)
 
     async def on_message(self, msg: InjectedMessage) -> None:
+        # (annotated as FastStream's context message, which keeps it out of the
+        # AsyncAPI payload; with no injection the decoder above supplies it)
         record = msg.raw_message
         carrier = {k: v.decode(errors="replace") for k, v in (record.headers or ())}  # type: ignore[union-attr]
         if self._unwanted(carrier.get(TYPE_HEADER)):

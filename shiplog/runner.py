@@ -106,8 +106,15 @@ def make_broker(bootstrap: str) -> KafkaBroker:
     from faststream.kafka import KafkaBroker
 
     # Per-message "Received/Processed" lines at DEBUG: the log is the record of work.
+    # No dependency injection: every shell's handler takes the message as it comes
+    # (consumers/shell.py); FastDepends would cost a resolution and a worker-thread
+    # hop per message, on every message of every subscribed topic.
     return KafkaBroker(
-        bootstrap, enable_idempotence=False, client_id=f"shiplog-{os.getpid()}", log_level=logging.DEBUG
+        bootstrap,
+        enable_idempotence=False,
+        client_id=f"shiplog-{os.getpid()}",
+        log_level=logging.DEBUG,
+        apply_types=False,
     )
 
 

@@ -1014,6 +1014,17 @@ def report(levels: list[Level], bases: list[Baseline], env: dict[str, str]) -> l
             cells = [f"CPU {key}", "", "", "", "", ""]
             cells += [f"{v:.0%}" if (v := lv.cpu.get(key)) is not None else "n/a" for lv in levels]
             work.add_row(*cells, style="dim")
+        # CPU per deployment: steadier than rates on a shared machine (others' load
+        # stretches the wall time, not this process's CPU seconds)
+        for key in ("python", "postgres", "tansu"):
+            cells = [f"CPU ms/deploy {key}", "", "", "", "", ""]
+            cells += [
+                ms(v * lv.wall / len(lv.deployments))
+                if (v := lv.cpu.get(key)) is not None and lv.deployments
+                else "n/a"
+                for lv in levels
+            ]
+            work.add_row(*cells, style="dim")
         tables.append(work)
 
     setup = Table(title="setup", show_header=False)

@@ -74,6 +74,10 @@ MAX_CONFLICT_RETRIES = 10
 #: how many handled event ids a shell remembers (a bounded cache; the handled
 #: records in the log stay the authority)
 RECENT_HANDLED = 10_000
+#: the folded state of this many streams is kept (the ones handled last): an event on
+#: one of them reads only the stream's events after it (streams only ever grow)
+FOLDED_STREAMS = 2_000
+_UNFOLDED = object()
 #: how long finished messages' offsets wait to be committed together
 COMMIT_INTERVAL_S = 0.05
 
@@ -167,6 +171,7 @@ class ConsumerShell:
     #: every command is refused (fail closed)
     command_keys: Mapping[str, bytes] = field(default_factory=dict, repr=False)
     _recent: OrderedDict[str, None] = field(default_factory=OrderedDict, repr=False)
+    _folded: OrderedDict[str, tuple[int, Any]] = field(default_factory=OrderedDict, repr=False)
     _pending: dict[Any, dict[TopicPartition, int]] = field(default_factory=dict, repr=False)
     _committer: asyncio.Task[None] | None = field(default=None, repr=False)
     #: counters for /metrics and tests
@@ -345,9 +350,7 @@ class ConsumerShell:
         else:
             stream = self.consumer.stream_for(event)
         for _ in range(MAX_CONFLICT_RETRIES):
-            history = await self.log.read_stream(stream)
-            state = self.consumer.fold([r.event for r in history])
-            version = history[-1].stream_version if history else 0
+            version, state = await self._fold(stream)
             facts = await self.consumer.run_gather(self.ports, state, event)
             new = self.consumer.run_decide(state, event, self.clock(), **self.policy, **facts)
             try:
@@ -363,6 +366,23 @@ class ConsumerShell:
                 self.on_appended(new)
             return
         raise ConcurrencyConflict(f"{MAX_CONFLICT_RETRIES} conflicts in a row on {stream}")
+
+    async def _fold(self, stream: str) -> tuple[int, Any]:
+        """The stream's version and this consumer's state at it: what was folded last
+        time plus the events since, or the whole stream the first time."""
+        version, state = self._folded.pop(stream, (0, _UNFOLDED))
+        history = await self.log.read_stream(stream, after_version=version)
+        if state is _UNFOLDED:
+            state = self.consumer.fold([r.event for r in history])
+        else:
+            for record in history:
+                state = self.consumer.evolve(state, record.event)
+        if history:
+            version = history[-1].stream_version
+        self._folded[stream] = (version, state)
+        if len(self._folded) > FOLDED_STREAMS:
+            self._folded.popitem(last=False)
+        return version, state
 
     async def _refuse(self, event: CloudEvent, reason: str) -> None:
         """Do not act on a command without a valid signature; the consumer that

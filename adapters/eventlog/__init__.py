@@ -25,8 +25,8 @@ class EventLog(Protocol):
         """Append atomically with optimistic concurrency and an idempotency record."""
         ...
 
-    async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
-        """One stream in version order, upcast and validated."""
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """One stream in version order from ``after_version + 1``, upcast and validated."""
         ...
 
     async def is_handled(self, consumer: str, event_id: str) -> bool:

@@ -376,12 +376,15 @@ class PostgresEventLog:
                 stream_id,
             )
 
-    async def read_stream(self, stream_id: str) -> list[RecordedEvent]:
-        """One stream in version order, every event upcast and validated."""
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[RecordedEvent]:
+        """One stream in version order, every event upcast and validated; only the
+        versions after ``after_version`` (a reader that folded those already)."""
         with unavailable_as_error("read"):
             rows = await self._pool.fetch(
-                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 ORDER BY stream_version",
+                f"SELECT {_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version > $2"
+                " ORDER BY stream_version",
                 stream_id,
+                after_version,
             )
         return [self.decode(_raw(r)) for r in rows]
 

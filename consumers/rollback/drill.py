@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumers.contract import Consumer
@@ -41,6 +41,19 @@ NAME = "drill"
 SOURCE = "shiplog/drill"
 START = "drill_start"
 LANE_FREE = "lane_free"
+#: how long a drill's step (or its start) may keep failing with errors worth retrying
+#: — a host down, an API throttling — before the drill stops waiting: the step
+#: fails (then what ran is put back, by the same rule), or the drill is refused. A
+#: drill holds the service's lane, so it must not wait for ever.
+RETRY_LIMIT = timedelta(minutes=10)
+
+
+def _given_up(since: datetime, exc: ShiplogError) -> str | None:
+    """Why to stop retrying ``exc`` now, or None to retry it (raise it again)."""
+    if exc.retryable and datetime.now(UTC) - since <= RETRY_LIMIT:
+        return None
+    what = f"{type(exc).__name__}: {exc}"
+    return f"{what} (still failing after {RETRY_LIMIT})" if exc.retryable else what
 
 
 def drill_stream(drill_id: str) -> str:
@@ -245,12 +258,12 @@ async def gather(ports: Any, state: DrillState, event: CloudEvent) -> Begin | Do
             return None
         if command.not_before is not None and command.not_before > event.time:
             return None
-        return await _prepare(ports, event.id, command.service, command.environment, event.actor)
+        return await _prepare(ports, event.id, command.service, command.environment, event.actor, event.time)
     if name == TimerFired.TYPE:
         s = state.scheduled
         if s is None or state.started or state.ended:
             return None
-        return await _prepare(ports, s.drill_id, s.service, s.environment, s.requested_by)
+        return await _prepare(ports, s.drill_id, s.service, s.environment, s.requested_by, event.time)
     step = next_step(state)
     started = state.started
     if step is None or started is None or name not in (DrillStarted.TYPE, DrillStepCompleted.TYPE):
@@ -264,7 +277,13 @@ async def gather(ports: Any, state: DrillState, event: CloudEvent) -> Begin | Do
         # the release drilled was rolled back for real meanwhile: putting it back would undo that
         ok, detail, error = False, {"rolled_back": started.deployment_id}, overtaken
     else:
-        ok, detail, error = await _run_step(ports, started, step)
+        try:
+            ok, detail, error = await _run_step(ports, started, step)
+        except ShiplogError as exc:
+            # the event that asked for this step says since when it has been tried
+            if (given_up := _given_up(event.time, exc)) is None:
+                raise
+            ok, detail, error = False, {}, given_up
     done = DrillStepCompleted(
         drill_id=started.drill_id,
         step=step,
@@ -301,7 +320,7 @@ def _lane_holder(drill_id: str) -> str:
 
 
 async def _prepare(
-    ports: Any, drill_id: str, service: str, environment: str, requested_by: str | None
+    ports: Any, drill_id: str, service: str, environment: str, requested_by: str | None, since: datetime
 ) -> Begin:
     from shiplog.status import find_deployment
 
@@ -333,9 +352,9 @@ async def _prepare(
     try:
         current = await target.snapshot(service, environment, plan.target.settings)
     except ShiplogError as exc:
-        if exc.retryable:
+        if (given_up := _given_up(since, exc)) is None:
             raise
-        return await refuse(f"target {plan.target.type} does not answer: {exc}")
+        return await refuse(f"target {plan.target.type} does not answer: {given_up}")
     health = (plan.analysis.get("health") or {}).get("path") or plan.target.settings.get("health_path")
     return Begin(
         DrillStarted(
@@ -392,7 +411,7 @@ async def _run_step(
             return False, detail, f"{', '.join(serving) or 'nothing'} serves after {what}, not {step_version}"
     except ShiplogError as exc:
         if exc.retryable:
-            raise
+            raise  # gather decides when to stop retrying
         return False, {}, f"{type(exc).__name__}: {exc}"
     if not ok:
         return False, detail, f"{step_version} is not healthy after {step.replace('_', ' ')}: {detail}"

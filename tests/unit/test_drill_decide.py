@@ -181,3 +181,52 @@ async def test_a_release_rolled_back_for_real_during_the_drill_is_not_put_back()
     assert ports.released == [
         ("web", "prod", "drill:d1", None)
     ]  # the lane is freed, nothing claimed to serve
+
+
+class _Unreachable:
+    """A target whose every call fails with an error worth retrying (a host down)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def restore(self, *args: object, **kwargs: object) -> None:
+        from events.errors import AdapterUnavailable
+
+        self.calls += 1
+        raise AdapterUnavailable("ssh: host web-1 does not answer")
+
+
+async def test_a_step_that_keeps_failing_to_reach_its_target_fails_after_the_limit() -> None:
+    import pytest
+
+    from consumers.rollback.drill import RETRY_LIMIT, gather
+    from events.errors import AdapterUnavailable
+
+    target = _Unreachable()
+    ports = _Ports([])
+    ports.targets = lambda _type, _settings: target  # type: ignore[assignment]
+    state = started_state()
+
+    # within the limit: the error goes back to the shell, which retries with backoff
+    recent = new_event(STARTED, source="t", subject="d1")
+    with pytest.raises(AdapterUnavailable):
+        await gather(ports, state, recent)
+
+    # past it (the event asking for the step is that old): the step fails, saying why
+    old = recent.model_copy(update={"time": datetime.now(UTC) - RETRY_LIMIT - timedelta(seconds=1)})
+    done = await gather(ports, state, old)
+    assert isinstance(done, Done) and done.step.step == "rollback" and not done.step.ok
+    assert "does not answer" in (done.step.error or "") and "still failing after" in (done.step.error or "")
+    out = decide(state, old, now=NOW, facts=done)
+    state = play(state, out)
+    assert next_step(state) == "restore"
+
+    # putting back what ran fails the same way: the drill ends, says so, frees the lane
+    asked = old.model_copy(update={"type": out[0].type, "data": out[0].data})
+    restore = await gather(ports, state, asked)
+    assert isinstance(restore, Done) and restore.step.step == "restore" and not restore.step.ok
+    ended = decide(state, asked, now=NOW, facts=restore)
+    failed = REGISTRY.payload(ended[1], DrillFailed)
+    assert (failed.broken_step, failed.restored) == ("rollback", False)
+    assert ports.released == [("web", "prod", "drill:d1", None)]
+    assert target.calls == 3

@@ -76,7 +76,7 @@ MAX_CONFLICT_RETRIES = 10
 RECENT_HANDLED = 10_000
 #: the folded state of this many streams is kept (the ones handled last): an event on
 #: one of them reads only the stream's events after it (streams only ever grow)
-FOLDED_STREAMS = 2_000
+FOLDED_STREAMS = 1_000
 _UNFOLDED = object()
 #: how long finished messages' offsets wait to be committed together
 COMMIT_INTERVAL_S = 0.05

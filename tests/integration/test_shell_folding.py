@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import pytest
+
 from adapters.eventlog import PostgresEventLog
 from consumers.contract import Consumer
-from consumers.shell import FOLDED_STREAMS, ConsumerShell
+from consumers.shell import ConsumerShell
 from events import CloudEvent
 from shiplog.runner import make_broker
 
@@ -94,19 +97,24 @@ async def test_a_known_stream_is_read_from_where_the_shell_left_it(eventlog: Pos
     assert fresh.decided_on == [("1.0.0", "1.0.1", "1.0.2")]
 
 
-async def test_the_shell_forgets_the_streams_handled_longest_ago(eventlog: PostgresEventLog) -> None:
-    first = f"folding-{uuid.uuid4().hex}"
-    counting = Counting(first)
+async def test_the_shell_forgets_the_streams_handled_longest_ago(
+    eventlog: PostgresEventLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("consumers.shell.FOLDED_STREAMS", 2)
+    streams = [f"folding-{uuid.uuid4().hex}" for _ in range(3)]
+    for stream in streams:
+        await eventlog.append(stream, [build("1.0.0")], 0)
     reads = Reads(eventlog)
-    shell = ConsumerShell(counting.consumer(), reads, make_broker("127.0.0.1:9"))  # type: ignore[arg-type]
-    await eventlog.append(first, [build("1.0.0")], 0)
-    await shell.handle(build("9.0.0"))
-    for i in range(FOLDED_STREAMS):  # as many other streams, each seen once
-        shell._folded[f"elsewhere-{i}"] = (0, ())
-        shell._folded.move_to_end(f"elsewhere-{i}")
-        if len(shell._folded) > FOLDED_STREAMS:
-            shell._folded.popitem(last=False)
-    await shell.handle(build("9.0.1"))
-    assert reads.calls == [(first, 0), (first, 0)]  # read whole again
-    assert counting.decided_on == [("1.0.0",), ("1.0.0",)]
-    assert len(shell._folded) == FOLDED_STREAMS
+    counting = Counting(streams[0])
+    consumer = counting.consumer()
+    # one consumer whose events land on the stream the event's version names
+    routed = replace(consumer, stream_for=lambda event: streams[int(str(event.data["version"])[0])])  # type: ignore[index]
+    shell = ConsumerShell(routed, reads, make_broker("127.0.0.1:9"))  # type: ignore[arg-type]
+
+    for first in ("0.1.0", "1.1.0", "2.1.0"):  # the third pushes the first out
+        await shell.handle(build(first))
+    await shell.handle(build("2.2.0"))  # still kept: read from where it was
+    await shell.handle(build("0.2.0"))  # forgotten: read whole again
+    assert reads.calls == [(s, 0) for s in streams] + [(streams[2], 1), (streams[0], 0)]
+    assert counting.decided_on == [("1.0.0",)] * 5
+    assert len(shell._folded) == 2

@@ -155,6 +155,9 @@ class ConsumerShell:
     #: answers as soon as data arrives; the embedded broker waits this out, so
     #: `shiplog dev` lowers it (each saga hop starts with an idle consumer).
     fetch_max_wait_ms: int = 500
+    #: the group session timeout (a member silent this long is dropped and its
+    #: partitions reassigned); heartbeats go every third of it
+    session_timeout_ms: int = 10_000
     #: the in-process fast path: called with the events this shell appended, so the
     #: other consumers of this process react without waiting for the relay and Kafka
     #: (the Kafka delivery that follows finds their handled records: a duplicate)
@@ -197,6 +200,8 @@ class ConsumerShell:
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=self.fetch_max_wait_ms,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.session_timeout_ms // 3,
             title=f"{self.consumer.name}",
             description=self.consumer.description,
             # the handler takes the message itself: it decodes (or skips) by its

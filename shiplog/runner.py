@@ -227,6 +227,7 @@ async def run_components(
                     settings.topic_prefix,
                     ports=ports,
                     fetch_max_wait_ms=fetch_wait,
+                    session_timeout_ms=settings.kafka_session_timeout_ms,
                     command_keys=keys,
                 )
                 shell.subscribe()
@@ -380,6 +381,8 @@ def run_until_signal(coro_factory: Callable[[asyncio.Event], Any]) -> None:
 
 #: fetch wait against the embedded broker: lower is faster per hop, costlier in CPU
 EMBEDDED_FETCH_WAIT_MS = 25
+#: the group session timeout against the embedded broker: the least Kafka accepts
+EMBEDDED_SESSION_TIMEOUT_MS = 6_000
 #: fetch wait of consumers that hear their events in-process first (see run_components)
 FED_LOCALLY_FETCH_WAIT_MS = 500
 
@@ -423,6 +426,8 @@ class DevEnvironment:
                         "kafka_fetch_max_wait_ms": min(
                             settings.kafka_fetch_max_wait_ms, EMBEDDED_FETCH_WAIT_MS
                         ),
+                        # and a new group member's join for half the session timeout
+                        "kafka_session_timeout_ms": EMBEDDED_SESSION_TIMEOUT_MS,
                         # one process reads every topic; each partition costs every
                         # idle fetch work at the broker
                         "topic_partitions": settings.topic_partitions or 1,

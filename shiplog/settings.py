@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     #: how long an idle consumer's fetch may wait at the broker (Kafka answers as soon as
     #: data arrives; the embedded broker waits this out, so `shiplog dev` lowers it)
     kafka_fetch_max_wait_ms: int = 500
+    #: the consumers' group session timeout (aiokafka's default; Kafka accepts 6000 and
+    #: up). The embedded broker holds a new member's join for half of it, so `shiplog
+    #: dev` uses 6000: its consumers are ready 2 s sooner
+    kafka_session_timeout_ms: int = Field(default=10_000, ge=6_000)
     #: consumers in one process hand each other what they append at once (Kafka
     #: still delivers it, as the durable path; the second arrival is a duplicate)
     local_dispatch: bool = True

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import replace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from adapters.eventlog import PostgresEventLog
 from consumers.contract import Consumer
 from consumers.shell import ConsumerShell
-from producers.kafka import create_topics
-from shiplog.runner import make_broker
+from producers.kafka import ID_HEADER, create_topics
+from shiplog.runner import EMBEDDED_SESSION_TIMEOUT_MS, make_broker
 
 
 async def consume(
@@ -25,19 +25,27 @@ async def consume(
     timeout: float = 20.0,
     *,
     settle: float = 0.0,
+    ids: Collection[str] = (),
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read ``topic`` from the beginning until ``count`` records arrived (or fail).
-    With ``settle``, keep reading that long afterwards to catch extra records."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"probe-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    """Read ``topic`` from the beginning until ``count`` records arrived (or fail) —
+    and, given ``ids``, a record of each of those event ids (at-least-once delivery
+    may bring duplicates first). With ``settle``, keep reading that long afterwards
+    to catch extra records.
+    Its partitions are assigned, not subscribed in a group: the embedded broker holds
+    a new group's join for half its session timeout (5 s by aiokafka's default)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not (partitions := consumer.partitions_for_topic(topic)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{topic}: no such topic")
+            await consumer.topics()  # a metadata refresh
+            await asyncio.sleep(0.05)
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        await consumer.seek_to_beginning(*assigned)
 
         async def collect(until: Callable[[], bool]) -> None:
             while not until():
@@ -45,7 +53,13 @@ async def consume(
                 for recs in batch.values():
                     records.extend(recs)
 
-        await asyncio.wait_for(collect(lambda: len(records) >= count), timeout)
+        def arrived() -> bool:
+            if len(records) < count:
+                return False
+            seen = {dict(r.headers).get(ID_HEADER, b"").decode() for r in records}
+            return seen.issuperset(ids)
+
+        await asyncio.wait_for(collect(arrived), timeout)
         if settle:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(collect(lambda: False), settle)
@@ -86,6 +100,8 @@ async def running_shell(
 ) -> AsyncIterator[ConsumerShell]:
     await create_topics(bootstrap, prefix)
     broker = make_broker(bootstrap)
+    # the least Kafka accepts: the embedded broker holds a join for half of it
+    kwargs.setdefault("session_timeout_ms", EMBEDDED_SESSION_TIMEOUT_MS)
     shell = ConsumerShell(consumer, log, broker, prefix, **kwargs)
     shell.subscribe()
     await broker.start()

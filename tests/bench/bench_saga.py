@@ -95,6 +95,7 @@ from shiplog.components import ALL  # noqa: E402
 from shiplog.embedded import EmbeddedBroker  # noqa: E402
 from shiplog.runner import (  # noqa: E402
     EMBEDDED_FETCH_WAIT_MS,
+    EMBEDDED_SESSION_TIMEOUT_MS,
     Running,
     run_components,
 )
@@ -1147,6 +1148,7 @@ async def run(
         api_port=0,
         # as `shiplog dev` does against the embedded broker
         kafka_fetch_max_wait_ms=EMBEDDED_FETCH_WAIT_MS,
+        kafka_session_timeout_ms=EMBEDDED_SESSION_TIMEOUT_MS,
         topic_partitions=BENCH_PARTITIONS,
     )
     conn = await asyncpg.connect(dsn)

@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from adapters.targets import Capabilities, Snapshot, Step, StepResult, TargetStatus, Track, register_target
 from events.errors import InvalidInput
 from shiplog.components import ALL
-from shiplog.runner import Running, run_components, trace_exporters
+from shiplog.runner import EMBEDDED_SESSION_TIMEOUT_MS, Running, run_components, trace_exporters
 from shiplog.settings import Settings
 from tests.busutil import eventually
 
@@ -243,6 +243,7 @@ async def test_one_trace_spans_build_completed_to_deployment_succeeded(
         metrics_port=0,
         api_port=0,
         kafka_fetch_max_wait_ms=25,
+        kafka_session_timeout_ms=EMBEDDED_SESSION_TIMEOUT_MS,
         topic_partitions=1,
         local_dispatch=local_dispatch,
     )

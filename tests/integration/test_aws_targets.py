@@ -260,9 +260,9 @@ def emit(data: Any) -> CloudEvent:
     return new_event(data, source="shiplog/execution", subject=DEPLOYMENT, correlationid="r-2")
 
 
-async def verify_analysis(target: LambdaTarget, analysis_policy: dict[str, Any]) -> CloudEvent:
-    """Verification of the plan's analysis step (index 1), as the consumer runs it."""
-    plan = DeploymentPlanned(
+def lambda_plan(settings: dict[str, Any], analysis: dict[str, Any]) -> DeploymentPlanned:
+    """2.0.0 of the function as a canary of PLAN_STEPS, as planning records it."""
+    return DeploymentPlanned(
         deployment_id=DEPLOYMENT,
         release_id="r-2",
         service=SERVICE,
@@ -271,10 +271,15 @@ async def verify_analysis(target: LambdaTarget, analysis_policy: dict[str, Any])
         environment=ENV,
         stage=1,
         strategy=StrategyPlan(type="canary", reason="configured", steps=PLAN_STEPS),
-        target=TargetRef(type="lambda", settings={}),
-        analysis=analysis_policy,
+        target=TargetRef(type="lambda", settings=settings),
+        analysis=analysis,
         plan_hash="h",
     )
+
+
+async def verify_analysis(target: LambdaTarget, analysis_policy: dict[str, Any]) -> CloudEvent:
+    """Verification of the plan's analysis step (index 1), as the consumer runs it."""
+    plan = lambda_plan({}, analysis_policy)
     trigger = emit(StepStarted(deployment_id=DEPLOYMENT, index=1, step_id="s1", step=PLAN_STEPS[1]))
     state: DeploymentState = fold([emit(plan), trigger])
     facts = await VERIFICATION.run_gather(Ports(targets=lambda type_, settings: target), state, trigger)
@@ -641,19 +646,7 @@ async def test_a_lambda_rollback_is_healthy_when_the_restored_version_serves(
     snapshot = await first.snapshot(SERVICE, ENV, settings)
     assert (await first.apply(placed(step(function, 2, "set_weight", 10), settings))).ok
 
-    plan = DeploymentPlanned(
-        deployment_id=DEPLOYMENT,
-        release_id="r-2",
-        service=SERVICE,
-        version="2.0.0",
-        artifact="2.zip",
-        environment=ENV,
-        stage=1,
-        strategy=StrategyPlan(type="canary", reason="configured", steps=PLAN_STEPS),
-        target=TargetRef(type="lambda", settings=settings),
-        analysis={"health": None},
-        plan_hash="h",
-    )
+    plan = lambda_plan(settings, {"health": None})
     state = replace(fold([emit(plan)]), snapshot=snapshot.model_dump(mode="json"))
     restarted = lambda_target(moto_server)
     ports = Ports(targets=lambda type_, settings: restarted)

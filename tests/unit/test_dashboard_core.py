@@ -529,18 +529,7 @@ def test_the_rollback_of_a_deployment_that_succeeded_is_shown_once() -> None:
 
 
 def test_a_deployment_rejected_at_its_environment_does_not_stay_active() -> None:
-    rejected = event(
-        DeploymentRejected(
-            deployment_id=DEPLOYMENT_ID,
-            release_id=RELEASE_ID,
-            service=SERVICE,
-            version=VERSION,
-            environment=ENVIRONMENT,
-            reasons=[Reason(code="window", message="the deployment window is closed")],
-        ),
-        source="shiplog/planning",
-    )
-    assert board_of([rejected]).active == {}
+    assert board_of([REJECTED_AT_ENVIRONMENT]).active == {}
 
 
 def test_a_deployment_rejected_at_its_environment_shows_as_the_cells_last() -> None:
